@@ -1,0 +1,30 @@
+"""kernelfit: find the convolution kernel that maps one image to another.
+
+>>> import numpy as np, kernelfit as kf
+>>> rng = np.random.default_rng(1)
+>>> a = rng.random((50, 50))
+>>> b = kf.convolve(a, np.full((3, 3), 1 / 9), boundary="nearest")
+>>> fit = kf.estimate(a, b, 3, boundary="nearest")
+>>> np.round(fit.kernel, 6).tolist() == np.round(np.full((3, 3), 1 / 9), 6).tolist()
+True
+"""
+
+from ._conventions import BOUNDARIES
+from .estimate import estimate
+from .forward import KernelOperator, convolve
+from .result import KernelFit
+from .solvers import RankDeficientWarning
+from .stats import SufficientStatistics, statistics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BOUNDARIES",
+    "KernelFit",
+    "KernelOperator",
+    "RankDeficientWarning",
+    "SufficientStatistics",
+    "convolve",
+    "estimate",
+    "statistics",
+]

@@ -1,0 +1,101 @@
+"""The forward model ``b = a ⊛ k`` and its adjoint with respect to the kernel."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.signal
+
+from ._conventions import Geometry, as_image, make_geometry, normalize_shape
+
+
+def convolve(a, kernel, *, boundary="fill", center=None, mode="same"):
+    """Convolve image ``a`` with ``kernel`` — the forward model that :func:`estimate` inverts.
+
+    ``out[i] = sum_j kernel[j] * a[i + center - j]``, with ``a`` extended beyond its edges by
+    ``boundary``.  This equals ``scipy.signal.convolve2d(a, kernel, mode, boundary)`` for
+    ``'fill'``, ``'wrap'`` and ``'reflect'`` (``'symm'`` there), and
+    ``scipy.ndimage.convolve(a, kernel, mode=boundary)`` for every ndimage mode when
+    ``center=(kh // 2, kw // 2)`` (ndimage's centre; it differs only for even sizes).
+
+    Parameters
+    ----------
+    a : (H, W) array_like
+        The image.  Integers are promoted to float64; float32 is kept.
+    kernel : (kh, kw) array_like
+        The kernel, in convolution orientation.  It may be larger than ``a``.
+    boundary : str, default 'fill'
+        ``'fill'`` (zeros), ``'wrap'``, ``'reflect'``, ``'nearest'``, ``'mirror'``, or
+        ``'valid'`` (no extension: the output is the 'valid' part only).
+    center : (int, int), optional
+        Kernel index that lands on the output pixel; default ``((kh-1)//2, (kw-1)//2)``.
+    mode : {'same', 'valid', 'full'}, default 'same'
+        Output size: like ``a``, ``a.shape - kernel.shape + 1`` or ``a.shape + kernel.shape - 1``.
+
+    Returns
+    -------
+    ndarray
+        The convolved image.
+
+    Examples
+    --------
+    >>> import numpy as np, kernelfit as kf
+    >>> a = np.arange(16.0).reshape(4, 4)
+    >>> kf.convolve(a, [[0, 0, 0], [0, 1, 0], [0, 0, 0]]).tolist() == a.tolist()
+    True
+    """
+    a = as_image(a, "a")
+    kernel = as_image(kernel, "kernel")
+    if not np.all(np.isfinite(kernel)):
+        raise ValueError("kernel contains NaN or infinite values")
+    if boundary == "valid":
+        mode = "valid"
+    geometry = make_geometry(a.shape, kernel.shape, boundary=boundary, center=center,
+                             output_size=mode)
+    return convolve_extended(geometry.extend(a), kernel)
+
+
+def convolve_extended(extended, kernel):
+    """'valid' convolution of an already-extended image (direct or FFT, whichever is faster)."""
+    dtype = np.result_type(extended.dtype, kernel.dtype)
+    out = scipy.signal.convolve(extended, kernel.astype(dtype, copy=False), mode="valid")
+    return out.astype(dtype, copy=False)
+
+
+class KernelOperator:
+    """The linear map ``k ↦ (a ⊛ k)`` restricted to the used pixels, and its adjoint.
+
+    The adjoint ``r ↦ Xᵀr`` is the correlation of the extended image with ``r``; together
+    they are what iterative solvers need, and they must pass the dot test
+    ``<X k, r> == <k, Xᵀ r>``.
+
+    Parameters
+    ----------
+    a : (H, W) array_like
+    shape : int or (kh, kw)
+    boundary, center, output_size :
+        As in :func:`kernelfit._conventions.make_geometry`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> op = KernelOperator(np.ones((5, 5)), 3, boundary="fill")
+    >>> op.forward(np.ones((3, 3))).shape
+    (5, 5)
+    """
+
+    def __init__(self, a, shape, *, boundary="valid", center=None, output_size="same"):
+        a = as_image(a, "a").astype(np.float64, copy=False)
+        self.shape = normalize_shape(shape)
+        self.geometry: Geometry = make_geometry(
+            a.shape, self.shape, boundary=boundary, center=center, output_size=output_size
+        )
+        self.extended = self.geometry.extend(a)
+
+    def forward(self, kernel):
+        """``X k``: the used rectangle of ``a ⊛ kernel``."""
+        return convolve_extended(self.extended, np.asarray(kernel, dtype=np.float64))
+
+    def adjoint(self, residual):
+        """``Xᵀ r``: a kernel-shaped array, ``sum_i r[i] * P[i + kh-1-j]``."""
+        r = np.asarray(residual, dtype=np.float64)
+        return scipy.signal.correlate(self.extended, r, mode="valid")[::-1, ::-1]

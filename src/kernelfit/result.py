@@ -1,0 +1,168 @@
+"""The one result type every fit returns."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class KernelFit:
+    """An estimated kernel with everything needed to judge and reuse it.
+
+    Attributes
+    ----------
+    kernel : ndarray
+        The estimate in convolution orientation: ``kf.convolve(a, fit.kernel,
+        boundary=fit.boundary, center=fit.center)`` predicts ``b``.
+    shape : (int, int)
+    center : (int, int)
+        Kernel index that lands on the output pixel.
+    boundary : str
+        The boundary mode used.
+    model : str
+        ``'free'`` for a free-form kernel.
+    params : dict
+        Fitted parameters of structured/parametric models (``{}`` for free kernels).
+    stderr : ndarray or None
+        One standard error per kernel coefficient (NaN when not determined).
+    cov : ndarray or None
+        Covariance of the flattened kernel (C order), ``σ̂²·G⁻¹``; ``None`` when not available.
+    background : ndarray or None
+        Fitted background coefficients (``None``: no background was fitted).
+    residual : ndarray or list of ndarray
+        ``b − prediction``, NaN where a pixel was not used; one per image pair.
+    noise_std : float
+        Noise standard deviation estimated from the residuals (per pixel, units of ``b``).
+    lam : float or None
+        Regularisation weight per pixel (``None`` without regularisation).
+    n_used : int
+        Number of pixels of ``b`` used.
+    converged : bool
+        False when the solution cannot be trusted; ``message`` says why and what to change.
+    message : str
+    method : str
+        The solver that ran.
+    info : dict
+        Diagnostics: condition estimate, rank, effective degrees of freedom, timings.
+    """
+
+    kernel: np.ndarray
+    shape: tuple[int, int]
+    center: tuple[int, int]
+    boundary: str
+    model: str = "free"
+    params: dict = field(default_factory=dict)
+    stderr: np.ndarray | None = None
+    cov: np.ndarray | None = None
+    background: np.ndarray | None = None
+    residual: Any = None
+    noise_std: float = float("nan")
+    lam: float | None = None
+    n_used: int = 0
+    converged: bool = True
+    message: str = ""
+    method: str = "normal"
+    info: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """A human-readable report of the fit."""
+        lines = [
+            f"kernelfit: {self.model} kernel {self.shape[0]}x{self.shape[1]}, "
+            f"center {self.center}, boundary '{self.boundary}', method '{self.method}'",
+            f"pixels used: {self.n_used}   noise std: {self.noise_std:.4g}   "
+            f"kernel sum: {self.kernel.sum():.6g}"
+            + ("" if self.lam is None else f"   lam: {self.lam:.4g}"),
+        ]
+        if self.stderr is not None and np.isfinite(self.stderr).any():
+            lines.append(f"median standard error per coefficient: {np.nanmedian(self.stderr):.3g}")
+        lines.append("status: " + ("ok" if self.converged else "NOT TRUSTED"))
+        if self.message:
+            lines.append(self.message)
+        if self.kernel.size <= 121:
+            lines.append("kernel:")
+            lines.append(np.array2string(self.kernel, precision=4, suppress_small=True,
+                                         max_line_width=120))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """A JSON-safe dict (arrays become nested lists, NaN becomes ``None``)."""
+        return {
+            "kernel": _jsonable(self.kernel),
+            "shape": list(self.shape),
+            "center": list(self.center),
+            "boundary": self.boundary,
+            "model": self.model,
+            "params": _jsonable(self.params),
+            "stderr": _jsonable(self.stderr),
+            "background": _jsonable(self.background),
+            "noise_std": _jsonable(self.noise_std),
+            "lam": self.lam,
+            "n_used": int(self.n_used),
+            "converged": bool(self.converged),
+            "message": self.message,
+            "method": self.method,
+            "info": _jsonable(self.info),
+        }
+
+    def save(self, path) -> None:
+        """Write the fit: ``.json`` (``to_dict``) or ``.npz`` (arrays + JSON metadata).
+
+        The file appears whole or not at all (written to a temporary file, then renamed).
+        """
+        path = os.fspath(path)
+        suffix = os.path.splitext(path)[1].lower()
+        if suffix not in (".json", ".npz"):
+            raise ValueError(f"path={path!r}: KernelFit.save writes .json or .npz files")
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                if suffix == ".json":
+                    f.write(json.dumps(self.to_dict(), indent=2).encode())
+                else:
+                    np.savez(f, kernel=self.kernel,
+                             stderr=np.full(self.shape, np.nan) if self.stderr is None else self.stderr,
+                             metadata=json.dumps(self.to_dict()))
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
+            for k, v in [
+                ("model", self.model), ("shape", self.shape), ("center", self.center),
+                ("boundary", self.boundary), ("pixels used", self.n_used),
+                ("noise std", f"{self.noise_std:.4g}"), ("kernel sum", f"{self.kernel.sum():.6g}"),
+                ("status", "ok" if self.converged else "NOT TRUSTED"), ("message", self.message),
+            ]
+        )
+        return f"<table><caption>KernelFit</caption>{rows}</table>"
+
+
+def _jsonable(value):
+    """Recursively turn numpy values into JSON-safe Python values (NaN/inf -> None)."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return str(value)

@@ -1,0 +1,280 @@
+"""Sufficient statistics of the least-squares kernel problem, computed without im2col.
+
+For ``min_k ‖W^½ (X k − b)‖²`` everything a solver needs is ``G = XᵀWX``, ``c = XᵀWb``,
+``bᵀWb`` and the number of pixels used.  They are sums over pixels, so the statistics of
+several tiles, image pairs or workers simply add (``s1 + s2``).
+
+Row ``i`` of ``X`` holds the pixels of the extended image ``P`` under the kernel footprint of
+output pixel ``i``.  Internally we index the kernel by its *flipped* position ``u = (kh-1-jy,
+kw-1-jx)``, for which ``X[i, u] = P[i + u]``: a plain correlation.  The public arrays are
+flipped back to convolution orientation at the end.
+
+The fast path (:func:`gram_fft`) is exact.  ``G[u, u+d]`` is the sum of ``P(z)·P(z+d)`` over a
+rectangle that moves with ``u``.  Every such rectangle contains the same *core* (the image
+inset by ``kh-1`` rows and ``kw-1`` columns); the core's lag sums for all ``d`` come from one
+FFT correlation, and the remaining bands — at most ``kh-1`` rows or ``kw-1`` columns thick —
+come from batched 1-D FFT correlations (band rows × core columns, and the transpose) and direct
+products (band corners).  Cumulative sums over the bands (the ``_inclusion`` matrices) then
+give every rectangle at once.  Cost: two 2-D FFTs of the image, about ``4k²`` short 1-D FFTs
+and ``O(k⁴)`` work, instead of im2col's ``O(N·k⁴)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft
+from numpy.lib.stride_tricks import sliding_window_view
+
+# im2col chunks are kept to about this many bytes, so that memory stays bounded.
+_CHUNK_BYTES = 32 * 2**20
+
+
+@dataclass
+class SufficientStatistics:
+    """``G = XᵀWX``, ``c = XᵀWb``, ``bᵀWb`` and the pixel count, in convolution orientation.
+
+    Entries are indexed by the kernel flattened in C order, so ``rhs.reshape(shape)`` is a
+    kernel-shaped array.  Statistics of the same kernel shape add.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> a, k = rng.random((40, 40)), rng.random((3, 3))
+    >>> from kernelfit.forward import convolve
+    >>> s = statistics(a, convolve(a, k, mode="valid"), (3, 3))
+    >>> np.allclose(np.linalg.solve(s.gram, s.rhs).reshape(3, 3), k)
+    True
+    >>> (s + s).n_used == 2 * s.n_used
+    True
+    """
+
+    gram: np.ndarray
+    rhs: np.ndarray
+    btb: float
+    n_used: int
+    shape: tuple[int, int]
+
+    def __add__(self, other: "SufficientStatistics") -> "SufficientStatistics":
+        if not isinstance(other, SufficientStatistics):
+            return NotImplemented
+        if other.shape != self.shape:
+            raise ValueError(
+                f"cannot add statistics of kernel shapes {self.shape} and {other.shape}"
+            )
+        return SufficientStatistics(
+            self.gram + other.gram, self.rhs + other.rhs, self.btb + other.btb,
+            self.n_used + other.n_used, self.shape,
+        )
+
+    def __radd__(self, other):
+        # Lets ``sum(list_of_statistics)`` work.
+        return self if other == 0 else self.__add__(other)
+
+
+def statistics(extended, b_used, shape, *, weights=None, method=None):
+    """Sufficient statistics of one image pair.
+
+    Parameters
+    ----------
+    extended : (Ph, Pw) ndarray
+        The extended image ``P`` (see :mod:`kernelfit._conventions`); must be finite.
+    b_used : (Ph-kh+1, Pw-kw+1) ndarray
+        The used rectangle of ``b``; must be finite where ``weights`` is non-zero.
+    shape : (kh, kw)
+    weights : ndarray like ``b_used``, optional
+        Non-negative pixel weights; 0 drops a pixel.  ``None`` = every pixel, weight 1.
+    method : {None, 'fft', 'im2col'}
+        ``None`` picks the faster exact method; the others force one (for tests).
+
+    Returns
+    -------
+    SufficientStatistics
+    """
+    P = np.asarray(extended, dtype=np.float64)
+    b = np.asarray(b_used, dtype=np.float64)
+    kh, kw = shape
+    if b.shape != (P.shape[0] - kh + 1, P.shape[1] - kw + 1):
+        raise ValueError(f"b_used has shape {b.shape}; expected {(P.shape[0] - kh + 1, P.shape[1] - kw + 1)}")
+    binary = weights is None or np.all((weights == 0) | (weights == 1))
+    if method is None:
+        method = "fft" if binary and _fft_pays_off(P.shape, shape) else "im2col"
+    if method == "im2col":
+        G, c, btb, n = _im2col_sums(P, b, shape, weights)
+    elif method == "fft":
+        if not binary:
+            raise ValueError("method='fft' handles only 0/1 weights; use method='im2col'")
+        if not _has_core(P.shape, shape):
+            raise ValueError(f"method='fft' needs an image at least twice the kernel {shape}")
+        G, c, btb, n = _fft_sums(P, b, shape, weights)
+    else:
+        raise ValueError(f"method={method!r} must be None, 'fft' or 'im2col'")
+    # Flipping u -> j reverses the C-order flattening, so it is a reversal of both axes.
+    return SufficientStatistics(G[::-1, ::-1].copy(), c[::-1].copy(), float(btb), int(n), tuple(shape))
+
+
+def _has_core(image_shape, shape) -> bool:
+    (Ph, Pw), (kh, kw) = image_shape, shape
+    return Ph - kh + 1 >= kh and Pw - kw + 1 >= kw
+
+
+def _fft_pays_off(image_shape, shape) -> bool:
+    # im2col costs about N·p² multiply-adds with BLAS; below ~3e7 it takes milliseconds and
+    # avoids FFT set-up, above it the FFT path wins by a growing factor.
+    n_out = (image_shape[0] - shape[0] + 1) * (image_shape[1] - shape[1] + 1)
+    p = shape[0] * shape[1]
+    return _has_core(image_shape, shape) and n_out * p * p > 3e7
+
+
+def _fft_sums(P, b, shape, weights):
+    """Exact statistics from FFTs; pixels with weight 0 are subtracted afterwards."""
+    kh, kw = shape
+    fft_shape = tuple(scipy.fft.next_fast_len(n, real=True) for n in P.shape)
+    P_hat = scipy.fft.rfft2(P, fft_shape)
+    G = gram_fft(P, shape, P_hat=P_hat, fft_shape=fft_shape)
+    # c[u] = sum_i b[i] P[i+u]; i+u < Ph, so a circular correlation of length >= Ph is exact.
+    b_hat = scipy.fft.rfft2(b, fft_shape)
+    c = scipy.fft.irfft2(np.conj(b_hat) * P_hat, fft_shape)[:kh, :kw].ravel()
+    btb = float(np.sum(b * b))
+    n = b.size
+    if weights is not None:
+        dropped = weights == 0
+        if dropped.any():
+            G_d, c_d, btb_d, n_d = _im2col_sums(P, b, shape, dropped.astype(float))
+            G, c, btb, n = G - G_d, c - c_d, btb - btb_d, n - n_d
+    return G, c, btb, n
+
+
+def gram_fft(P, shape, *, P_hat=None, fft_shape=None):
+    """The Gram matrix ``G[u, v] = Σ_i P[i+u]·P[i+v]`` (flipped-kernel order), exactly.
+
+    Parameters
+    ----------
+    P : (Ph, Pw) ndarray
+        Extended image, at least ``2·kh − 1`` by ``2·kw − 1``.
+    shape : (kh, kw)
+    P_hat, fft_shape : optional
+        ``scipy.fft.rfft2(P, fft_shape)`` when the caller has it already (it is shared with
+        ``c``); ``fft_shape`` must be at least ``P.shape``.
+
+    Returns
+    -------
+    (kh·kw, kh·kw) ndarray
+    """
+    kh, kw = shape
+    ty, tx = kh - 1, kw - 1
+    if fft_shape is None:
+        fft_shape = tuple(scipy.fft.next_fast_len(n, real=True) for n in P.shape)
+    if P_hat is None:
+        P_hat = scipy.fft.rfft2(P, fft_shape)
+    core_sums = _core_lag_sums(P, shape, P_hat, fft_shape)
+    row_band_sums = _band_lag_sums(P, ty, tx)                       # [m, dy, dx]
+    col_band_sums = _band_lag_sums(P.T, tx, ty).transpose(0, 2, 1)  # [n, dy, dx]
+    rows, cols = _band_indices(P.shape[0], ty), _band_indices(P.shape[1], tx)
+    P_zero_padded = np.pad(P, ((ty, ty), (tx, tx)))
+    A_rows, A_cols = _inclusion(kh), _inclusion(kw)
+    band_r = np.r_[0:ty, ty + 1:2 * ty + 1]   # compressed index of each band row
+    band_s = np.r_[0:tx, tx + 1:2 * tx + 1]
+    p = kh * kw
+    G = np.zeros(p * p)
+    dx_all = np.arange(-tx, tx + 1)
+    for iy, dy in enumerate(range(-ty, ty + 1)):
+        # Lag sums compressed to (band rows | core | band rows) × (band cols | core | band cols).
+        Q = np.empty((2 * tx + 1, 2 * ty + 1, 2 * tx + 1))
+        Q[:, ty, tx] = core_sums[iy]
+        Q[:, band_r, tx] = row_band_sums[:, iy, :].T
+        Q[:, ty, band_s] = col_band_sums[:, iy, :].T
+        neighbours = P_zero_padded[(rows + dy + ty)[:, None, None],
+                                   (cols[:, None] + dx_all[None, :] + tx)[None]]  # [m, n, dx]
+        corners = P[np.ix_(rows, cols)][:, :, None] * neighbours
+        Q[:, band_r[:, None], band_s[None, :]] = corners.transpose(2, 0, 1)
+        # Sum over each rectangle: F[dx, uy, ux] = Σ_rs A_rows[uy, r] Q[dx, r, s] A_cols[ux, s].
+        F = A_rows[None] @ Q @ A_cols.T[None]
+        _scatter_lag(G, F, dy, kh, kw)
+    return G.reshape(p, p)
+
+
+def _core_lag_sums(P, shape, P_hat, fft_shape):
+    """``S[dy, dx] = Σ_{z in core} P(z)·P(z+d)`` for all ``|dy| < kh``, ``|dx| < kw``."""
+    kh, kw = shape
+    ty, tx = kh - 1, kw - 1
+    core = np.zeros_like(P)
+    core[ty:P.shape[0] - ty, tx:P.shape[1] - tx] = P[ty:P.shape[0] - ty, tx:P.shape[1] - tx]
+    corr = scipy.fft.irfft2(np.conj(scipy.fft.rfft2(core, fft_shape)) * P_hat, fft_shape)
+    # The core is inset by the largest lag, so z+d never leaves P: no wrap-around.
+    lags_y = np.arange(-ty, ty + 1) % fft_shape[0]
+    lags_x = np.arange(-tx, tx + 1) % fft_shape[1]
+    return corr[np.ix_(lags_y, lags_x)]
+
+
+def _band_indices(n, t):
+    """Indices of the top and bottom bands, ``t`` rows each, of an axis of length ``n``."""
+    return np.r_[0:t, n - t:n]
+
+
+def _band_lag_sums(P, ty, tx):
+    """``R[m, dy, dx] = Σ_{x in core columns} P(y_m, x)·P(y_m+dy, x+dx)`` for band rows y_m.
+
+    Rows outside ``P`` count as zero.  One batched 1-D FFT correlation per ``dy``.
+    """
+    Ph, Pw = P.shape
+    rows = _band_indices(Ph, ty)
+    n_fft = scipy.fft.next_fast_len(Pw, real=True)
+    core_cols = np.zeros((len(rows), Pw))
+    core_cols[:, tx:Pw - tx] = P[rows, tx:Pw - tx]
+    band_hat = np.conj(scipy.fft.rfft(core_cols, n_fft, axis=1))
+    row_hat = scipy.fft.rfft(np.pad(P, ((ty, ty), (0, 0))), n_fft, axis=1)  # padded rows = 0
+    lags = np.arange(-tx, tx + 1) % n_fft
+    out = np.empty((len(rows), 2 * ty + 1, 2 * tx + 1))
+    for iy, dy in enumerate(range(-ty, ty + 1)):
+        corr = scipy.fft.irfft(band_hat * row_hat[rows + dy + ty], n_fft, axis=1)
+        out[:, iy, :] = corr[:, lags]
+    return out
+
+
+def _inclusion(k):
+    """``A[u, r]``: 1 where compressed row ``r`` lies in the rectangle that starts at ``u``.
+
+    Compressed rows are the ``k-1`` top band rows, the core (always included), and the ``k-1``
+    bottom band rows.  Top row ``r`` is inside iff ``r >= u``; bottom row ``m`` iff ``m < u``.
+    """
+    t = k - 1
+    u = np.arange(k)[:, None]
+    r = np.arange(t)[None, :]
+    return np.hstack([(r >= u), np.ones((k, 1), bool), (r < u)]).astype(float)
+
+
+def _scatter_lag(G_flat, F, dy, kh, kw):
+    """Write ``G[u, u+d] = F[dx, uy, ux]`` for every valid ``u`` and every ``dx``."""
+    p = kh * kw
+    tx = kw - 1
+    uy = np.arange(max(0, -dy), min(kh, kh - dy))
+    ux, dx = np.meshgrid(np.arange(kw), np.arange(-tx, tx + 1), indexing="ij")
+    ok = (ux + dx >= 0) & (ux + dx < kw)
+    ux, dx = ux[ok], dx[ok]
+    u = uy[:, None] * kw + ux[None, :]
+    G_flat[(u * (p + 1) + dy * kw + dx[None, :]).ravel()] = F[dx + tx, uy[:, None], ux[None, :]].ravel()
+
+
+def _im2col_sums(P, b, shape, weights):
+    """Reference statistics from explicit footprints, in row chunks of bounded memory."""
+    kh, kw = shape
+    p = kh * kw
+    Ho, Wo = b.shape
+    windows = sliding_window_view(P, (kh, kw))
+    G, c, btb, n = np.zeros((p, p)), np.zeros(p), 0.0, 0
+    step = max(1, _CHUNK_BYTES // (8 * p * Wo))
+    for r0 in range(0, Ho, step):
+        rows = slice(r0, min(Ho, r0 + step))
+        w = None if weights is None else weights[rows]
+        keep = (slice(None),) if w is None else (w != 0,)
+        X = windows[rows][keep].reshape(-1, p)
+        y = b[rows][keep].ravel()
+        wX = X if w is None else X * w[keep].ravel()[:, None]
+        G += wX.T @ X
+        c += wX.T @ y
+        btb += float(y @ (y if w is None else y * w[keep].ravel()))
+        n += len(y)
+    return G, c, btb, n
