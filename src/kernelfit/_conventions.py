@@ -61,10 +61,9 @@ def normalize_boundary(boundary) -> str:
 
 def normalize_shape(shape, name: str = "shape") -> tuple[int, int]:
     """Turn an int or a pair of ints into a validated ``(kh, kw)`` kernel shape."""
-    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
-        shape = (shape, shape)
+    pair = (shape, shape) if isinstance(shape, numbers.Integral) else shape
     try:
-        kh, kw = shape
+        kh, kw = pair
     except (TypeError, ValueError):
         raise TypeError(f"{name}={shape!r} must be an int or a pair of ints (kh, kw)") from None
     for n in (kh, kw):

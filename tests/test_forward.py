@@ -1,0 +1,36 @@
+"""The kernel operator and its adjoint."""
+
+import numpy as np
+import pytest
+
+import kernelfit as kf
+from kernelfit import KernelOperator
+
+
+@pytest.mark.parametrize("boundary", ["valid", "fill", "wrap", "reflect", "nearest", "mirror"])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 3), (4, 6), (5, 4)])
+@pytest.mark.parametrize("output_size", ["same", "full", "valid"])
+def test_dot_test(boundary, shape, output_size):
+    rng = np.random.default_rng(11)
+    op = KernelOperator(rng.random((17, 21)), shape, boundary=boundary, output_size=output_size)
+    k = rng.normal(size=shape)
+    r = rng.normal(size=op.geometry.used_shape)
+    lhs = np.vdot(op.forward(k), r)
+    rhs = np.vdot(k, op.adjoint(r))
+    # Both sides are the same sum of ~N·p products taken in different orders: 1e-12 relative.
+    assert abs(lhs - rhs) <= 1e-12 * (abs(lhs) + abs(rhs))
+
+
+def test_forward_equals_convolve_on_the_used_rectangle():
+    rng = np.random.default_rng(12)
+    a, k = rng.random((15, 15)), rng.random((3, 4))
+    op = KernelOperator(a, k.shape, boundary="valid")
+    full = kf.convolve(a, k, boundary="fill")
+    np.testing.assert_allclose(op.forward(k), full[op.geometry.used], rtol=1e-13)
+
+
+def test_kernel_larger_than_image_operator():
+    rng = np.random.default_rng(13)
+    op = KernelOperator(rng.random((8, 8)), (15, 15), boundary="fill")
+    k, r = rng.normal(size=(15, 15)), rng.normal(size=(8, 8))
+    assert np.isclose(np.vdot(op.forward(k), r), np.vdot(k, op.adjoint(r)), rtol=1e-12)
