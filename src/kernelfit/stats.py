@@ -14,8 +14,8 @@ rectangle that moves with ``u``.  Every such rectangle contains the same *core* 
 inset by ``kh-1`` rows and ``kw-1`` columns); the core's lag sums for all ``d`` come from one
 FFT correlation, and the remaining bands — at most ``kh-1`` rows or ``kw-1`` columns thick —
 come from batched 1-D FFT correlations (band rows × core columns, and the transpose) and direct
-products (band corners).  Cumulative sums over the bands (the ``_inclusion`` matrices) then
-give every rectangle at once.  Cost: two 2-D FFTs of the image, about ``4k²`` short 1-D FFTs
+products (band corners).  Cumulative sums over the bands (:func:`_rectangle_sums`) then give
+every rectangle at once.  Cost: two 2-D FFTs of the image, about ``4k²`` short 1-D FFTs
 and ``O(k⁴)`` work, instead of im2col's ``O(N·k⁴)``.
 """
 
@@ -174,7 +174,6 @@ def gram_fft(P, shape, *, P_hat=None, fft_shape=None):
     col_band_sums = _band_lag_sums(P.T, tx, ty).transpose(0, 2, 1)  # [n, dy, dx]
     rows, cols = _band_indices(P.shape[0], ty), _band_indices(P.shape[1], tx)
     P_zero_padded = np.pad(P, ((ty, ty), (tx, tx)))
-    A_rows, A_cols = _inclusion(kh), _inclusion(kw)
     band_r = np.r_[0:ty, ty + 1:2 * ty + 1]   # compressed index of each band row
     band_s = np.r_[0:tx, tx + 1:2 * tx + 1]
     p = kh * kw
@@ -190,8 +189,8 @@ def gram_fft(P, shape, *, P_hat=None, fft_shape=None):
                                    (cols[:, None] + dx_all[None, :] + tx)[None]]  # [m, n, dx]
         corners = P[np.ix_(rows, cols)][:, :, None] * neighbours
         Q[:, band_r[:, None], band_s[None, :]] = corners.transpose(2, 0, 1)
-        # Sum over each rectangle: F[dx, uy, ux] = Σ_rs A_rows[uy, r] Q[dx, r, s] A_cols[ux, s].
-        F = A_rows[None] @ Q @ A_cols.T[None]
+        # Sum over each rectangle: F[dx, uy, ux] = Σ_rs A(uy, r) Q[dx, r, s] A(ux, s).
+        F = _rectangle_sums(_rectangle_sums(Q, axis=1), axis=2)
         _scatter_lag(G, F, dy, kh, kw)
     return G.reshape(p, p)
 
@@ -234,16 +233,19 @@ def _band_lag_sums(P, ty, tx):
     return out
 
 
-def _inclusion(k):
-    """``A[u, r]``: 1 where compressed row ``r`` lies in the rectangle that starts at ``u``.
+def _rectangle_sums(Q, axis):
+    """Collapse a compressed axis (``t`` top band rows, the core, ``t`` bottom band rows) into
+    the ``t+1`` sums over the rectangles that start at offset ``u = 0..t``.
 
-    Compressed rows are the ``k-1`` top band rows, the core (always included), and the ``k-1``
-    bottom band rows.  Top row ``r`` is inside iff ``r >= u``; bottom row ``m`` iff ``m < u``.
+    The rectangle starting at ``u`` contains top band rows ``r >= u``, the core, and bottom
+    band rows ``m < u``: a suffix sum plus the core plus a prefix sum.
     """
-    t = k - 1
-    u = np.arange(k)[:, None]
-    r = np.arange(t)[None, :]
-    return np.hstack([(r >= u), np.ones((k, 1), bool), (r < u)]).astype(float)
+    Q = np.moveaxis(Q, axis, 0)
+    t = (Q.shape[0] - 1) // 2
+    zero = np.zeros((1,) + Q.shape[1:])
+    top = np.cumsum(np.concatenate([zero, Q[t - 1::-1] if t else Q[:0]]), axis=0)[::-1]
+    bottom = np.cumsum(np.concatenate([zero, Q[t + 1:]]), axis=0)
+    return np.moveaxis(top + Q[t] + bottom, 0, axis)
 
 
 def _scatter_lag(G_flat, F, dy, kh, kw):

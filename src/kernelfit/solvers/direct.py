@@ -127,7 +127,18 @@ def _inverse_from_cholesky(factor):
     inv, info = lapack.dpotri(factor, lower=0)
     if info != 0:
         raise np.linalg.LinAlgError(f"LAPACK dpotri failed (info={info})")
-    return np.triu(inv) + np.triu(inv, 1).T
+    return _symmetric_from_upper(inv)
+
+
+def _symmetric_from_upper(m, block=256):
+    """Copy the upper triangle onto the lower one, in cache-friendly blocks, in place."""
+    p = m.shape[0]
+    for i0 in range(0, p, block):
+        i1 = min(p, i0 + block)
+        m[i0:i1, :i0] = m[:i0, i0:i1].T
+        diagonal = m[i0:i1, i0:i1]
+        m[i0:i1, i0:i1] = np.triu(diagonal) + np.triu(diagonal, 1).T
+    return m
 
 
 def _eigen_solve(A, c):
