@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
 import scipy.signal
 
 from ._conventions import Geometry, as_image, make_geometry, normalize_shape
@@ -107,3 +108,52 @@ class KernelOperator:
         """``Xᵀ r``: a kernel-shaped array, ``sum_i r[i] * P[i + kh-1-j]``."""
         r = np.asarray(residual, dtype=np.float64)
         return scipy.signal.correlate(self.extended, r, mode="valid")[::-1, ::-1]
+
+
+class ExtendedSpectrum:
+    """The 2-D real FFT of an extended image, shared by the statistics and the prediction.
+
+    The transform is zero-padded to at least ``P.shape + kernel_shape − 1`` (rounded up to a
+    fast length), so every lag up to the kernel size is free of wrap-around: circular products
+    of these spectra are exact linear correlations and convolutions.
+
+    Parameters
+    ----------
+    extended : (Ph, Pw) ndarray
+        The extended image ``P``, finite.
+    kernel_shape : (kh, kw)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> P, k = np.random.default_rng(0).random((9, 8)), np.ones((2, 3))
+    >>> np.allclose(ExtendedSpectrum(P, k.shape).convolve_valid(k), convolve_extended(P, k))
+    True
+    """
+
+    def __init__(self, extended, kernel_shape):
+        self.extended = extended
+        self.kernel_shape = tuple(kernel_shape)
+        self.fft_shape = tuple(scipy.fft.next_fast_len(n + k - 1, real=True)
+                               for n, k in zip(extended.shape, kernel_shape))
+        self.hat = scipy.fft.rfft2(extended, self.fft_shape)
+
+    def convolve_valid(self, kernel):
+        """'valid' convolution of ``P`` with ``kernel`` (shape ``kernel_shape``)."""
+        kh, kw = self.kernel_shape
+        full = scipy.fft.irfft2(self.hat * scipy.fft.rfft2(kernel, self.fft_shape), self.fft_shape)
+        return full[kh - 1:self.extended.shape[0], kw - 1:self.extended.shape[1]]
+
+    def correlate_valid(self, b):
+        """``r[u] = Σ_i b[i]·P[i+u]`` for ``u`` in the kernel box (``b`` is 'valid'-sized)."""
+        kh, kw = self.kernel_shape
+        b_hat = scipy.fft.rfft2(b, self.fft_shape)
+        return scipy.fft.irfft2(np.conj(b_hat) * self.hat, self.fft_shape)[:kh, :kw]
+
+    def autocorrelation(self):
+        """``A[dy, dx] = Σ_z P(z)·P(z+d)`` for ``|dy| < kh``, ``|dx| < kw`` (index ``d + k − 1``)."""
+        kh, kw = self.kernel_shape
+        corr = scipy.fft.irfft2((self.hat * np.conj(self.hat)).real, self.fft_shape)
+        lags_y = np.arange(1 - kh, kh) % self.fft_shape[0]
+        lags_x = np.arange(1 - kw, kw) % self.fft_shape[1]
+        return corr[np.ix_(lags_y, lags_x)]

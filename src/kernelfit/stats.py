@@ -27,6 +27,8 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .forward import ExtendedSpectrum
+
 # im2col chunks are kept to about this many bytes, so that memory stays bounded.
 _CHUNK_BYTES = 32 * 2**20
 
@@ -74,7 +76,7 @@ class SufficientStatistics:
         return self if other == 0 else self.__add__(other)
 
 
-def statistics(extended, b_used, shape, *, weights=None, method=None):
+def statistics(extended, b_used, shape, *, weights=None, method=None, spectrum=None):
     """Sufficient statistics of one image pair.
 
     Parameters
@@ -87,7 +89,10 @@ def statistics(extended, b_used, shape, *, weights=None, method=None):
     weights : ndarray like ``b_used``, optional
         Non-negative pixel weights; 0 drops a pixel.  ``None`` = every pixel, weight 1.
     method : {None, 'fft', 'im2col'}
-        ``None`` picks the faster exact method; the others force one (for tests).
+        ``None`` picks the faster exact method (see :func:`choose_method`); the others force
+        one (for tests).
+    spectrum : ExtendedSpectrum, optional
+        The FFT of ``extended`` when the caller has it (it is reused for the prediction).
 
     Returns
     -------
@@ -97,22 +102,38 @@ def statistics(extended, b_used, shape, *, weights=None, method=None):
     b = np.asarray(b_used, dtype=np.float64)
     kh, kw = shape
     if b.shape != (P.shape[0] - kh + 1, P.shape[1] - kw + 1):
-        raise ValueError(f"b_used has shape {b.shape}; expected {(P.shape[0] - kh + 1, P.shape[1] - kw + 1)}")
-    binary = weights is None or np.all((weights == 0) | (weights == 1))
-    if method is None:
-        method = "fft" if binary and _fft_pays_off(P.shape, shape) else "im2col"
+        raise ValueError(f"b_used has shape {b.shape}; expected "
+                         f"{(P.shape[0] - kh + 1, P.shape[1] - kw + 1)}")
+    method = choose_method(P.shape, shape, weights) if method is None else method
     if method == "im2col":
         G, c, btb, n = _im2col_sums(P, b, shape, weights)
     elif method == "fft":
-        if not binary:
+        if not _is_binary(weights):
             raise ValueError("method='fft' handles only 0/1 weights; use method='im2col'")
         if not _has_core(P.shape, shape):
             raise ValueError(f"method='fft' needs an image at least twice the kernel {shape}")
-        G, c, btb, n = _fft_sums(P, b, shape, weights)
+        G, c, btb, n = _fft_sums(P, b, shape, weights, spectrum or ExtendedSpectrum(P, shape))
     else:
         raise ValueError(f"method={method!r} must be None, 'fft' or 'im2col'")
     # Flipping u -> j reverses the C-order flattening, so it is a reversal of both axes.
-    return SufficientStatistics(G[::-1, ::-1].copy(), c[::-1].copy(), float(btb), int(n), tuple(shape))
+    return SufficientStatistics(G[::-1, ::-1].copy(), c[::-1].copy(), float(btb), int(n),
+                                tuple(shape))
+
+
+def choose_method(image_shape, shape, weights=None) -> str:
+    """'fft' where it is exact and faster, else 'im2col'.
+
+    im2col costs about ``N·p²`` multiply-adds with BLAS: below ~3e7 that takes milliseconds,
+    above it the FFT path wins by a growing factor.  General (non 0/1) weights need im2col.
+    """
+    n_out = (image_shape[0] - shape[0] + 1) * (image_shape[1] - shape[1] + 1)
+    p = shape[0] * shape[1]
+    fast = _has_core(image_shape, shape) and n_out * p * p > 3e7
+    return "fft" if fast and _is_binary(weights) else "im2col"
+
+
+def _is_binary(weights) -> bool:
+    return weights is None or bool(np.all((weights == 0) | (weights == 1)))
 
 
 def _has_core(image_shape, shape) -> bool:
@@ -120,23 +141,11 @@ def _has_core(image_shape, shape) -> bool:
     return Ph - kh + 1 >= kh and Pw - kw + 1 >= kw
 
 
-def _fft_pays_off(image_shape, shape) -> bool:
-    # im2col costs about N·p² multiply-adds with BLAS; below ~3e7 it takes milliseconds and
-    # avoids FFT set-up, above it the FFT path wins by a growing factor.
-    n_out = (image_shape[0] - shape[0] + 1) * (image_shape[1] - shape[1] + 1)
-    p = shape[0] * shape[1]
-    return _has_core(image_shape, shape) and n_out * p * p > 3e7
-
-
-def _fft_sums(P, b, shape, weights):
+def _fft_sums(P, b, shape, weights, spectrum):
     """Exact statistics from FFTs; pixels with weight 0 are subtracted afterwards."""
-    kh, kw = shape
-    fft_shape = tuple(scipy.fft.next_fast_len(n, real=True) for n in P.shape)
-    P_hat = scipy.fft.rfft2(P, fft_shape)
-    G = gram_fft(P, shape, P_hat=P_hat, fft_shape=fft_shape)
-    # c[u] = sum_i b[i] P[i+u]; i+u < Ph, so a circular correlation of length >= Ph is exact.
-    b_hat = scipy.fft.rfft2(b, fft_shape)
-    c = scipy.fft.irfft2(np.conj(b_hat) * P_hat, fft_shape)[:kh, :kw].ravel()
+    G = gram_fft(P, shape, autocorrelation=spectrum.autocorrelation())
+    # c[u] = Σ_i b[i]·P[i+u]: one correlation, sharing the FFT of P with G.
+    c = spectrum.correlate_valid(b).ravel()
     btb = float(np.sum(b * b))
     n = b.size
     if weights is not None:
@@ -147,7 +156,7 @@ def _fft_sums(P, b, shape, weights):
     return G, c, btb, n
 
 
-def gram_fft(P, shape, *, P_hat=None, fft_shape=None):
+def gram_fft(P, shape, *, autocorrelation=None):
     """The Gram matrix ``G[u, v] = Σ_i P[i+u]·P[i+v]`` (flipped-kernel order), exactly.
 
     Parameters
@@ -155,9 +164,8 @@ def gram_fft(P, shape, *, P_hat=None, fft_shape=None):
     P : (Ph, Pw) ndarray
         Extended image, at least ``2·kh − 1`` by ``2·kw − 1``.
     shape : (kh, kw)
-    P_hat, fft_shape : optional
-        ``scipy.fft.rfft2(P, fft_shape)`` when the caller has it already (it is shared with
-        ``c``); ``fft_shape`` must be at least ``P.shape``.
+    autocorrelation : ndarray, optional
+        ``ExtendedSpectrum(P, shape).autocorrelation()`` when the caller has it.
 
     Returns
     -------
@@ -165,11 +173,8 @@ def gram_fft(P, shape, *, P_hat=None, fft_shape=None):
     """
     kh, kw = shape
     ty, tx = kh - 1, kw - 1
-    if fft_shape is None:
-        fft_shape = tuple(scipy.fft.next_fast_len(n, real=True) for n in P.shape)
-    if P_hat is None:
-        P_hat = scipy.fft.rfft2(P, fft_shape)
-    core_sums = _core_lag_sums(P, shape, P_hat, fft_shape)
+    if autocorrelation is None:
+        autocorrelation = ExtendedSpectrum(P, shape).autocorrelation()
     row_band_sums = _band_lag_sums(P, ty, tx)                       # [m, dy, dx]
     col_band_sums = _band_lag_sums(P.T, tx, ty).transpose(0, 2, 1)  # [n, dy, dx]
     rows, cols = _band_indices(P.shape[0], ty), _band_indices(P.shape[1], tx)
@@ -181,31 +186,21 @@ def gram_fft(P, shape, *, P_hat=None, fft_shape=None):
     dx_all = np.arange(-tx, tx + 1)
     for iy, dy in enumerate(range(-ty, ty + 1)):
         # Lag sums compressed to (band rows | core | band rows) × (band cols | core | band cols).
-        Q = np.empty((2 * tx + 1, 2 * ty + 1, 2 * tx + 1))
-        Q[:, ty, tx] = core_sums[iy]
-        Q[:, band_r, tx] = row_band_sums[:, iy, :].T
-        Q[:, ty, band_s] = col_band_sums[:, iy, :].T
         neighbours = P_zero_padded[(rows + dy + ty)[:, None, None],
                                    (cols[:, None] + dx_all[None, :] + tx)[None]]  # [m, n, dx]
         corners = P[np.ix_(rows, cols)][:, :, None] * neighbours
+        Q = np.empty((2 * tx + 1, 2 * ty + 1, 2 * tx + 1))
+        Q[:, band_r, tx] = row_band_sums[:, iy, :].T
+        Q[:, ty, band_s] = col_band_sums[:, iy, :].T
         Q[:, band_r[:, None], band_s[None, :]] = corners.transpose(2, 0, 1)
+        # The core's lag sums are the whole image's minus the bands' (every z outside the
+        # core lies in a band row, or in a core row and a band column).
+        Q[:, ty, tx] = (autocorrelation[iy] - row_band_sums[:, iy, :].sum(axis=0)
+                        - col_band_sums[:, iy, :].sum(axis=0) - corners.sum(axis=(0, 1)))
         # Sum over each rectangle: F[dx, uy, ux] = Σ_rs A(uy, r) Q[dx, r, s] A(ux, s).
         F = _rectangle_sums(_rectangle_sums(Q, axis=1), axis=2)
         _scatter_lag(G, F, dy, kh, kw)
     return G.reshape(p, p)
-
-
-def _core_lag_sums(P, shape, P_hat, fft_shape):
-    """``S[dy, dx] = Σ_{z in core} P(z)·P(z+d)`` for all ``|dy| < kh``, ``|dx| < kw``."""
-    kh, kw = shape
-    ty, tx = kh - 1, kw - 1
-    core = np.zeros_like(P)
-    core[ty:P.shape[0] - ty, tx:P.shape[1] - tx] = P[ty:P.shape[0] - ty, tx:P.shape[1] - tx]
-    corr = scipy.fft.irfft2(np.conj(scipy.fft.rfft2(core, fft_shape)) * P_hat, fft_shape)
-    # The core is inset by the largest lag, so z+d never leaves P: no wrap-around.
-    lags_y = np.arange(-ty, ty + 1) % fft_shape[0]
-    lags_x = np.arange(-tx, tx + 1) % fft_shape[1]
-    return corr[np.ix_(lags_y, lags_x)]
 
 
 def _band_indices(n, t):
@@ -216,19 +211,28 @@ def _band_indices(n, t):
 def _band_lag_sums(P, ty, tx):
     """``R[m, dy, dx] = Σ_{x in core columns} P(y_m, x)·P(y_m+dy, x+dx)`` for band rows y_m.
 
-    Rows outside ``P`` count as zero.  One batched 1-D FFT correlation per ``dy``.
+    Rows outside ``P`` count as zero.  One batched 1-D FFT correlation per ``dy``; only the
+    rows within ``ty`` of a band are transformed.
     """
     Ph, Pw = P.shape
     rows = _band_indices(Ph, ty)
-    n_fft = scipy.fft.next_fast_len(Pw, real=True)
+    n_fft = scipy.fft.next_fast_len(Pw + tx, real=True)  # no wrap-around for |dx| <= tx
     core_cols = np.zeros((len(rows), Pw))
     core_cols[:, tx:Pw - tx] = P[rows, tx:Pw - tx]
     band_hat = np.conj(scipy.fft.rfft(core_cols, n_fft, axis=1))
-    row_hat = scipy.fft.rfft(np.pad(P, ((ty, ty), (0, 0))), n_fft, axis=1)  # padded rows = 0
+    # Spectra of every row some band row meets at some lag; the last one stands for the
+    # all-zero rows outside P.
+    needed = rows[:, None] + np.arange(-ty, ty + 1)[None, :]  # [m, dy]
+    inside = (needed >= 0) & (needed < Ph)
+    unique_rows, position = np.unique(needed[inside], return_inverse=True)
+    spectra = np.zeros((len(unique_rows) + 1, n_fft // 2 + 1), complex)
+    spectra[:-1] = scipy.fft.rfft(P[unique_rows], n_fft, axis=1)
+    index = np.full(needed.shape, len(unique_rows))
+    index[inside] = position.ravel()
     lags = np.arange(-tx, tx + 1) % n_fft
     out = np.empty((len(rows), 2 * ty + 1, 2 * tx + 1))
-    for iy, dy in enumerate(range(-ty, ty + 1)):
-        corr = scipy.fft.irfft(band_hat * row_hat[rows + dy + ty], n_fft, axis=1)
+    for iy in range(2 * ty + 1):
+        corr = scipy.fft.irfft(band_hat * spectra[index[:, iy]], n_fft, axis=1)
         out[:, iy, :] = corr[:, lags]
     return out
 

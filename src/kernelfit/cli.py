@@ -1,0 +1,371 @@
+"""The ``kernelfit`` command line: ``estimate``, ``apply`` and ``demo``.
+
+Errors a user can cause (a missing or unreadable file, a bad option value, a fit that cannot
+be done) are reported as one line, ``kernelfit: error: <message>``, on stderr with exit status
+2 and no traceback.  Outputs are written only after the work has succeeded, and atomically, so
+a failed run leaves no output file behind.
+
+Progress lines (``kernelfit: reading A.png`` ...) go to stderr for images over a megapixel or
+with ``--verbose``; ``--quiet`` silences them and the fit summary (warnings still show).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from . import io
+
+# Images larger than this get progress lines even without --verbose: below it a run takes
+# well under a second and the lines would only be noise.
+LARGE_IMAGE_PIXELS = 1_000_000
+
+# What a user's input can make the reading, validation and fitting code raise.  Anything else
+# is a bug in kernelfit and keeps its traceback.
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError, MemoryError)
+
+_EPILOG = """\
+examples:
+  kernelfit estimate sharp.png blurred.png --shape 5x5 --boundary nearest -o kernel.csv
+  kernelfit apply sharp.png kernel.csv -o predicted.png --boundary nearest
+  kernelfit demo
+"""
+
+
+def main(argv=None) -> int:
+    """Run the command line; return the exit status (0 success, 2 error, 130 interrupted).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name; default ``sys.argv[1:]``.
+
+    Examples
+    --------
+    >>> main(["estimate", "missing.png", "b.png", "--shape", "3", "-o", "k.npy"])
+    2
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return args.handler(args)
+    except USER_ERRORS as exc:
+        print(f"kernelfit: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kernelfit: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``kernelfit`` command."""
+    parser = argparse.ArgumentParser(
+        prog="kernelfit",
+        description="Estimate the convolution kernel that maps one image to another.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(title="commands", dest="command", required=True)
+    _add_estimate(commands)
+    _add_apply(commands)
+    demo = commands.add_parser("demo", help="run the worked examples on bundled/generated data")
+    demo.set_defaults(handler=_run_demo)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# Option definitions
+# --------------------------------------------------------------------------------------------
+
+
+def _add_estimate(commands) -> None:
+    p = commands.add_parser(
+        "estimate",
+        help="estimate the kernel k with B = A (*) k",
+        description="Estimate the kernel k such that B = A convolved with k "
+        "(scipy.signal.convolve2d orientation), and write it to -o.",
+    )
+    p.add_argument("a", metavar="A", help="the original (sharp) image")
+    p.add_argument("b", metavar="B", help="the observed (blurred) image")
+    p.add_argument("--shape", required=True,
+                   help="kernel size: N, HxW or H,W (e.g. 5, 5x5, 4x6, 4,6)")
+    # Boundary names are checked by the library, which also accepts scipy's and numpy's
+    # aliases (symm, edge, constant, circular, ...); argparse choices would refuse those.
+    p.add_argument("--boundary", default="valid",
+                   help="how B was made at the edges: valid (no assumption, default), fill, "
+                   "wrap, reflect, nearest, mirror")
+    _add_center(p)
+    p.add_argument("--ridge", metavar="LAM",
+                   help="ridge regularisation: add LAM·‖k‖² to the mean squared residual")
+    p.add_argument("--mask", metavar="M", help="mask image like B: nonzero pixels are used")
+    _add_plane_options(p)
+    p.add_argument("-o", "--output", required=True, metavar="KERNEL",
+                   help="kernel file: .npy, .csv, .txt, .tif, .fits, or .png (a picture)")
+    p.add_argument("--json", metavar="FIT.json", help="also write the whole fit as JSON")
+    _add_verbosity(p)
+    p.set_defaults(handler=_run_estimate)
+
+
+def _add_apply(commands) -> None:
+    p = commands.add_parser(
+        "apply",
+        help="convolve an image with a kernel",
+        description="Convolve image A with KERNEL and write the result to -o.  If A is an "
+        "8- or 16-bit image, a .png/.tif result is rounded and clipped to the same type.",
+    )
+    p.add_argument("a", metavar="A", help="the image")
+    p.add_argument("kernel", metavar="KERNEL", help="kernel file: .npy, .csv, .txt, .tif, .fits")
+    p.add_argument("--boundary", default="fill",
+                   help="how A is extended beyond its edges (default fill = zeros)")
+    _add_center(p)
+    p.add_argument("--mode", default="same", choices=("same", "valid", "full"),
+                   help="output size: like A (default), A - kernel + 1, or A + kernel - 1")
+    _add_plane_options(p)
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output image: .png, .jpg, .bmp, .tif, .npy, .fits")
+    _add_verbosity(p)
+    p.set_defaults(handler=_run_apply)
+
+
+def _add_center(p) -> None:
+    p.add_argument("--center", metavar="Y,X",
+                   help="kernel index that lands on the output pixel; default "
+                   "((kh-1)//2, (kw-1)//2) as in scipy.signal")
+
+
+def _add_plane_options(p) -> None:
+    plane = p.add_mutually_exclusive_group()
+    plane.add_argument("--channel", type=int, metavar="N",
+                       help="use channel N (0 = red) of colour images")
+    plane.add_argument("--gray", action="store_true",
+                       help="convert colour images to Rec. 709 luma")
+
+
+def _add_verbosity(p) -> None:
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument("-v", "--verbose", action="store_true", help="always print progress")
+    talk.add_argument("-q", "--quiet", action="store_true",
+                      help="print nothing but warnings and errors")
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+
+
+def _run_estimate(args) -> int:
+    import kernelfit as kf
+
+    started = time.perf_counter()
+    progress = Progress(verbose=args.verbose, quiet=args.quiet)
+    shape = parse_shape(args.shape)
+    options = _fit_options(args)
+    # Check outputs first: a typo in -o should not cost a long fit.
+    io.check_output_path(args.output, "kernel")
+    if args.json:
+        io.check_output_path(args.json, "json")
+
+    a = _read(args.a, args, progress)
+    progress.decide(a.size)
+    b = _read(args.b, args, progress)
+    if args.mask:
+        progress.say(f"reading {args.mask}")
+        options["mask"] = io.read_mask(args.mask)
+
+    progress.say(f"fitting {_describe(shape)} kernel on {_describe(b.shape)} pixels ...")
+    fit = _estimate_reporting_warnings(kf.estimate, a, b, shape, options)
+
+    if not args.quiet:
+        print(fit.summary())
+    _write_outputs(args, fit, progress)
+    progress.say(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _run_apply(args) -> int:
+    import kernelfit as kf
+
+    started = time.perf_counter()
+    progress = Progress(verbose=args.verbose, quiet=args.quiet)
+    center = parse_pair(args.center, "--center") if args.center else None
+    io.check_output_path(args.output, "image")
+
+    progress.say(f"reading {args.a}")
+    stored = io.read_array(args.a)
+    a = io.select_plane(stored, channel=args.channel, gray=args.gray, source=args.a)
+    progress.decide(a.size)
+    progress.say(f"reading {args.kernel}")
+    kernel = io.read_kernel(args.kernel)
+
+    progress.say(f"convolving {_describe(a.shape)} pixels with a "
+                 f"{_describe(kernel.shape)} kernel ...")
+    out = kf.convolve(a, kernel, boundary=args.boundary, center=center, mode=args.mode)
+
+    # An 8/16-bit input gives an 8/16-bit output, so that apply reproduces such images.
+    like = stored.dtype if np.issubdtype(stored.dtype, np.integer) else None
+    io.write_image(args.output, out, like_dtype=like)
+    progress.say(f"wrote {args.output}")
+    progress.say(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _run_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo()
+    return 0
+
+
+def _read(path, args, progress) -> np.ndarray:
+    progress.say(f"reading {path}")
+    return io.read_image(path, channel=args.channel, gray=args.gray)
+
+
+def _estimate_reporting_warnings(estimate, a, b, shape, options):
+    """Run the fit; its warnings (e.g. a rank-deficient problem) become one line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = estimate(a, b, shape, **options)
+    for warning in caught:
+        print(f"kernelfit: warning: {_one_line(warning.message)}", file=sys.stderr)
+    return fit
+
+
+def _fit_options(args) -> dict:
+    """Keyword arguments for :func:`kernelfit.estimate`; unset options are left to its defaults."""
+    options = {"boundary": args.boundary}
+    if args.center:
+        options["center"] = parse_pair(args.center, "--center")
+    if args.ridge is not None:
+        options.update(reg="ridge", lam=parse_lam(args.ridge))
+    return options
+
+
+def _write_outputs(args, fit, progress) -> None:
+    """Write the kernel, then the JSON; if the JSON fails, take the kernel back out."""
+    io.write_kernel(args.output, fit.kernel)
+    progress.say(f"wrote {args.output}")
+    if not args.json:
+        return
+    try:
+        io.write_json(args.json, fit.to_dict())
+    except BaseException:
+        _remove_quietly(args.output)
+        raise
+    progress.say(f"wrote {args.json}")
+
+
+def _remove_quietly(path) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing option values (here rather than as argparse types, so that a bad value is reported
+# as one "kernelfit: error:" line like every other input error)
+# --------------------------------------------------------------------------------------------
+
+_SHAPE = re.compile(r"^\s*(\d+)\s*(?:[x×,]\s*(\d+)\s*)?$", re.IGNORECASE)
+_PAIR = re.compile(r"^\s*(\d+)\s*,\s*(\d+)\s*$")
+
+
+def parse_shape(text: str):
+    """Parse ``--shape``: ``"5"``, ``"5x5"``, ``"4x6"`` or ``"4,6"``.
+
+    Examples
+    --------
+    >>> parse_shape("4x6"), parse_shape("5"), parse_shape("4,6")
+    ((4, 6), (5, 5), (4, 6))
+    """
+    match = _SHAPE.match(text)
+    if not match:
+        raise ValueError(
+            f"--shape {text!r} is not a kernel size; use N, HxW or H,W with positive "
+            "integers, e.g. 5, 5x5 or 4x6"
+        )
+    kh = int(match.group(1))
+    kw = int(match.group(2)) if match.group(2) else kh
+    if kh < 1 or kw < 1:
+        raise ValueError(f"--shape {text!r}: kernel sizes must be at least 1")
+    return kh, kw
+
+
+def parse_pair(text: str, option: str) -> tuple[int, int]:
+    """Parse a ``Y,X`` pair of non-negative integers such as ``--center 2,2``.
+
+    Examples
+    --------
+    >>> parse_pair("1,2", "--center")
+    (1, 2)
+    """
+    match = _PAIR.match(text)
+    if not match:
+        raise ValueError(f"{option} {text!r} must be two non-negative integers Y,X, e.g. 2,2")
+    return int(match.group(1)), int(match.group(2))
+
+
+def parse_lam(text: str) -> float:
+    """Parse ``--ridge LAM``: a finite number >= 0.
+
+    Examples
+    --------
+    >>> parse_lam("1e-3")
+    0.001
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--ridge {text!r} must be a number") from None
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"--ridge {text!r} must be a finite number >= 0")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Progress
+# --------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """Stage lines on stderr: always with --verbose, never with --quiet, else for big images.
+
+    Until the image size is known (:meth:`decide`), lines are held back, then printed or
+    dropped, so that a small run stays silent and a large one reports from its first stage.
+    """
+
+    def __init__(self, *, verbose=False, quiet=False):
+        self._enabled = False if quiet else (True if verbose else None)
+        self._held: list[str] = []
+
+    def say(self, message: str) -> None:
+        if self._enabled is None:
+            self._held.append(message)
+        elif self._enabled:
+            print(f"kernelfit: {message}", file=sys.stderr, flush=True)
+
+    def decide(self, n_pixels: int) -> None:
+        if self._enabled is None:
+            self._enabled = n_pixels > LARGE_IMAGE_PIXELS
+            held, self._held = self._held, []
+            for message in held:
+                self.say(message)
+
+
+def _describe(shape) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

@@ -1,0 +1,231 @@
+"""Worked examples behind ``kernelfit demo``, one per user question in the design's seeds.
+
+Seed 001: someone blurred a photo in an image editor with a 5×5 "convolution matrix" and asks
+whether the matrix can be recovered from the photo and its blurred copy.  The accepted answer
+divides the two Fourier transforms; here the same data go through :func:`kernelfit.estimate`
+and through that Fourier ratio, and the errors are printed side by side.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+# The editor's matrix: non-negative integers, divided by their sum as image editors do.  It is
+# deliberately asymmetric (no flip, transpose or rotation maps it onto itself), so an estimate
+# in the wrong orientation -- correlation instead of convolution, rows for columns -- shows
+# up as a large error instead of passing unnoticed.
+EDITOR_MATRIX = np.array(
+    [
+        [0, 1, 2, 1, 0],
+        [1, 3, 4, 2, 0],
+        [1, 4, 8, 5, 1],
+        [0, 2, 5, 3, 1],
+        [0, 0, 1, 1, 0],
+    ]
+)
+
+# The acceptance criterion for seed 001: relative error of the estimated matrix.
+TARGET_ERROR = 0.005
+
+
+def run_demo(*, out=None) -> dict:
+    """Run the worked examples, print what they show, and return their errors.
+
+    Parameters
+    ----------
+    out : file-like, optional
+        Where to print; default ``sys.stdout`` (looked up at call time).
+
+    Returns
+    -------
+    dict
+        ``{"seed_001": {"nearest": e1, "valid": e2, "fft_ratio": e3}}``: relative errors
+        ``‖k̂ − k‖ / ‖k‖`` of kernelfit with the right edge model, of kernelfit with no
+        edge assumption, and of the Fourier-ratio answer.
+
+    Examples
+    --------
+    >>> import io
+    >>> errors = run_demo(out=io.StringIO())
+    >>> errors["seed_001"]["nearest"] < 0.005
+    True
+    """
+    out = sys.stdout if out is None else out
+    return {"seed_001": demo_editor_blur(out=out)}
+
+
+def demo_editor_blur(*, out=None) -> dict:
+    """Seed 001: recover an image editor's 5×5 blur matrix from a photo and its blurred copy.
+
+    The photo is scikit-image's ``camera`` (a synthetic texture if scikit-image is missing).
+    It is blurred as an editor does it: edges extended by repeating the border pixels
+    (``boundary="nearest"``), the result rounded to 8 bits.  The matrix is then estimated with
+    the edge model that made the data and with ``boundary="valid"``, which assumes nothing
+    about the edges, and compared with the Fourier-ratio estimate.
+
+    Parameters
+    ----------
+    out : file-like, optional
+        Where to print; default ``sys.stdout``.
+
+    Returns
+    -------
+    dict
+        Relative errors ``{"nearest": ..., "valid": ..., "fft_ratio": ...}``.
+    """
+    import kernelfit as kf
+
+    out = sys.stdout if out is None else out
+    _require_asymmetric(EDITOR_MATRIX)
+    divisor = EDITOR_MATRIX.sum()
+    true_kernel = EDITOR_MATRIX / divisor
+
+    photo, description = _photo(out)
+    blurred = np.clip(np.rint(kf.convolve(photo, true_kernel, boundary="nearest")), 0, 255)
+
+    fits, seconds = {}, {}
+    for boundary in ("nearest", "valid"):
+        started = time.perf_counter()
+        fits[boundary] = kf.estimate(photo, blurred, EDITOR_MATRIX.shape, boundary=boundary)
+        seconds[boundary] = time.perf_counter() - started
+    started = time.perf_counter()
+    ratio_kernel = fourier_ratio_kernel(photo, blurred, EDITOR_MATRIX.shape)
+    seconds["fft_ratio"] = time.perf_counter() - started
+
+    estimates = {name: fit.kernel for name, fit in fits.items()}
+    estimates["fft_ratio"] = ratio_kernel
+    errors = {name: relative_error(k, true_kernel) for name, k in estimates.items()}
+
+    _print_editor_report(out, description, divisor, true_kernel, estimates, errors, seconds)
+    return errors
+
+
+def fourier_ratio_kernel(a, b, shape) -> np.ndarray:
+    """The seed-001 answer: ``irfft2(rfft2(b) / rfft2(a))``, centred and cropped to ``shape``.
+
+    It treats both images as periodic, so the jump between opposite edges -- which the real
+    blur did not wrap around -- leaks into every coefficient (the "cross-shaped artefact" the
+    answer saw), and frequencies where ``a`` is weak amplify the 8-bit rounding noise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> a = rng.random((32, 32))
+    >>> k = np.zeros((3, 3)); k[1, 2] = 1.0          # a one-pixel shift, exactly periodic
+    >>> b = np.roll(a, 1, axis=1)
+    >>> bool(np.allclose(fourier_ratio_kernel(a, b, (3, 3)), k))
+    True
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.fft.rfft2(b) / np.fft.rfft2(a)
+    ratio[~np.isfinite(ratio)] = 0.0
+    full = np.fft.fftshift(np.fft.irfft2(ratio, s=a.shape))
+    # After fftshift the zero lag sits at (H//2, W//2); it must land on the kernel's centre,
+    # scipy.signal's ((kh-1)//2, (kw-1)//2).
+    (kh, kw), (H, W) = shape, a.shape
+    top, left = H // 2 - (kh - 1) // 2, W // 2 - (kw - 1) // 2
+    return full[top:top + kh, left:left + kw]
+
+
+def relative_error(estimate, truth) -> float:
+    """``‖estimate − truth‖ / ‖truth‖`` (Frobenius norms).
+
+    Examples
+    --------
+    >>> round(relative_error([[1.1, 0.0]], [[1.0, 0.0]]), 6)
+    0.1
+    """
+    estimate, truth = np.asarray(estimate, float), np.asarray(truth, float)
+    return float(np.linalg.norm(estimate - truth) / np.linalg.norm(truth))
+
+
+def _require_asymmetric(matrix) -> None:
+    transforms = [
+        np.flipud, np.fliplr, np.transpose, lambda m: np.rot90(m, 1), lambda m: np.rot90(m, 2),
+        lambda m: np.rot90(m, 3), lambda m: np.rot90(m.T, 2),
+    ]
+    if any(np.array_equal(t(matrix), matrix) for t in transforms):
+        raise AssertionError("the demo matrix must not be symmetric under any flip or rotation")
+
+
+def _photo(out):
+    """The 8-bit test photo as float64, and a line describing it."""
+    try:
+        import skimage.data
+    except ImportError:
+        print("note: scikit-image is not installed (pip install kernelfit[photos]); using a "
+              "synthetic textured image instead of the 'camera' photo", file=out)
+        return _synthetic_photo(), "synthetic texture, 512x512, 8-bit"
+    photo = skimage.data.camera().astype(np.float64)
+    return photo, f"scikit-image 'camera' photo, {photo.shape[0]}x{photo.shape[1]}, 8-bit"
+
+
+def _synthetic_photo(size=512, seed=1) -> np.ndarray:
+    """A photo stand-in: smooth shading, texture at several scales and sharp-edged shapes."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    image = np.zeros((size, size))
+    for scale, weight in ((16.0, 1.0), (4.0, 0.5), (1.0, 0.25)):
+        layer = ndimage.gaussian_filter(rng.standard_normal((size, size)), scale)
+        image += weight * layer / layer.std()
+    for _ in range(12):  # rectangles give the edges a real photo has
+        y, x = rng.integers(0, size - 64, size=2)
+        h, w = rng.integers(16, 64, size=2)
+        image[y:y + h, x:x + w] += rng.normal(0.0, 1.5)
+    image -= image.min()
+    return np.rint(image * (255.0 / image.max()))
+
+
+def _print_editor_report(out, description, divisor, truth, estimates, errors, seconds):
+    def say(*lines):
+        for line in lines:
+            print(line.rstrip(), file=out)
+
+    say(
+        "Seed 001 - a photo blurred in an image editor with a 5x5 convolution matrix",
+        f"  photo: {description}",
+        "  blur:  the matrix divided by its sum, edges extended (boundary='nearest'), "
+        "rounded to 8 bits",
+        "",
+        f"  matrix x {divisor}:",
+        "    " + "".join(f"{title:<34}" for title in
+                         ("true", "kernelfit, boundary='nearest'", "kernelfit, boundary='valid'")),
+    )
+    columns = [truth, estimates["nearest"], estimates["valid"]]
+    for i in range(truth.shape[0]):
+        say("    " + "".join(f"{_row(k[i] * divisor):<34}" for k in columns))
+    labels = {
+        "nearest": "kernelfit, boundary='nearest'",
+        "valid": "kernelfit, boundary='valid' (no edge assumption)",
+        "fft_ratio": "FFT ratio irfft2(rfft2(b)/rfft2(a))",
+    }
+    say("", "  relative error |k_est - k| / |k|:")
+    for name, label in labels.items():
+        say(f"    {label:<50} {errors[name]:.2e}   ({seconds[name]:.2f} s)")
+    ratio = errors["fft_ratio"] / max(errors["nearest"], np.finfo(float).tiny)
+    say(
+        "",
+        f"  The FFT ratio is {ratio:,.0f}x worse: it assumes the image wraps around at its "
+        "edges,",
+        "  so the jump between opposite borders pollutes every coefficient (its 'cross-shaped",
+        "  artefact'), and dividing by small Fourier coefficients amplifies the 8-bit "
+        "rounding.",
+        "  kernelfit solves the least-squares problem in the image domain with the edge model",
+        "  that made the data, or uses only pixels that need no edge model at all.",
+    )
+    for name in ("nearest", "valid"):
+        verdict = "met" if errors[name] <= TARGET_ERROR else "NOT met"
+        say(f"  target error <= {TARGET_ERROR} with boundary='{name}': {verdict}")
+    say("")
+
+
+def _row(values) -> str:
+    # Adding 0.0 turns the -0.0 of a tiny negative rounding into 0.0, so no "-0.00" appears.
+    return " ".join(f"{np.round(v, 2) + 0.0:5.2f}" for v in values)

@@ -1,0 +1,655 @@
+"""Reading images and kernels from files, and writing results atomically.
+
+Formats are chosen by file extension:
+
+===================  ============================  =========================================
+extension            read                          write
+===================  ============================  =========================================
+``.npy``             any array, as stored          images and kernels, exactly
+``.png``             8/16-bit (imageio)            images rounded to 8/16 bits; kernels as a
+                                                   picture (lossy, for viewing only)
+``.jpg .jpeg``       8-bit (imageio)               images rounded to 8 bits (lossy codec)
+``.bmp .gif``        8-bit (imageio)               images rounded to 8 bits
+``.tif .tiff``       8/16-bit, float (tifffile)    images as float or the input's integer
+                                                   type; kernels as float64
+``.fits .fit .fts``  as stored (astropy, optional)  float64
+``.csv .txt``        kernels only                  kernels, full precision (``%.17g``)
+===================  ============================  =========================================
+
+Every writer goes through a temporary file in the destination's directory that replaces the
+destination only once it is complete, so an interrupted or failed run never leaves a
+half-written output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "read_image",
+    "read_array",
+    "select_plane",
+    "read_mask",
+    "read_kernel",
+    "write_kernel",
+    "write_image",
+    "write_json",
+    "check_output_path",
+]
+
+PICTURE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+FITS_EXTENSIONS = (".fits", ".fit", ".fts")
+TEXT_EXTENSIONS = (".csv", ".txt")
+
+IMAGE_READ_EXTENSIONS = (".npy",) + PICTURE_EXTENSIONS + TIFF_EXTENSIONS + FITS_EXTENSIONS
+KERNEL_READ_EXTENSIONS = (".npy",) + TEXT_EXTENSIONS + TIFF_EXTENSIONS + FITS_EXTENSIONS
+KERNEL_WRITE_EXTENSIONS = (".npy",) + TEXT_EXTENSIONS + TIFF_EXTENSIONS + FITS_EXTENSIONS + (
+    ".png",
+)
+IMAGE_WRITE_EXTENSIONS = (
+    (".npy",) + TIFF_EXTENSIONS + FITS_EXTENSIONS + (".png", ".jpg", ".jpeg", ".bmp")
+)
+
+# ITU-R BT.709 luma weights for R, G, B.  They are applied to the stored values as they are
+# (no gamma linearisation), which keeps the conversion linear: a kernel fitted on the gray
+# versions of two colour images is the kernel of each channel when all channels share it.
+REC709_WEIGHTS = np.array([0.2126, 0.7152, 0.0722])
+
+_FITS_HINT = "reading and writing FITS needs astropy: pip install kernelfit[fits]"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def read_image(path, *, channel=None, gray=False) -> np.ndarray:
+    """Read a 2-D image from ``path``, keeping its stored dtype where it is already 2-D.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.npy``, ``.png``, ``.jpg``/``.jpeg``, ``.bmp``, ``.gif`` (first frame), ``.tif``/
+        ``.tiff`` or ``.fits``/``.fit``/``.fts`` (needs astropy).
+    channel : int, optional
+        For an image with several channels (the last axis: RGB, RGBA or any stack stored as
+        ``(H, W, C)``), the channel to use, counted from 0.
+    gray : bool, default False
+        Convert an RGB(A) image to luma with the Rec. 709 weights (0.2126, 0.7152, 0.0722),
+        ignoring alpha.  The result is float64, in the units of the stored values.
+
+    Returns
+    -------
+    ndarray, shape (H, W)
+        8/16-bit integer and float data keep their dtype; ``gray=True`` gives float64.  An
+        RGB(A) file whose three colour channels are identical (a grayscale picture saved as
+        colour, as GIF always does) is returned as its single plane.
+
+    Raises
+    ------
+    ValueError
+        If the file is missing, unreadable, of an unknown type, empty, not 2-D, or a colour
+        image read without ``channel`` or ``gray``.  The message names the file.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.npy")
+    >>> np.save(path, np.eye(3))
+    >>> read_image(path).shape
+    (3, 3)
+    """
+    return select_plane(read_array(path), channel=channel, gray=gray, source=path)
+
+
+def read_array(path) -> np.ndarray:
+    """Read an image file as stored: any number of dimensions, the file's dtype.
+
+    Use :func:`select_plane` to turn the result into a 2-D image; :func:`read_image` does
+    both.  Keeping the two steps apart lets a caller remember the stored dtype (for example to
+    write a result back as 8-bit) after a colour image has been converted to float gray.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    ndarray
+        A non-empty real numeric array in native byte order.
+
+    Raises
+    ------
+    ValueError
+        Missing file, unknown extension, a reader failure (corrupt or truncated file), or
+        data that is empty or not real numbers.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "rgb.npy")
+    >>> np.save(path, np.zeros((4, 5, 3), np.uint8))
+    >>> read_array(path).shape
+    (4, 5, 3)
+    """
+    path = _existing_file(path)
+    ext = path.suffix.lower()
+    if ext not in IMAGE_READ_EXTENSIONS:
+        raise ValueError(
+            f"{path}: unknown image type {ext or '(no extension)'!r}; "
+            f"use one of {', '.join(IMAGE_READ_EXTENSIONS)}"
+        )
+    if ext in FITS_EXTENSIONS:
+        data = _read_fits(path)
+    else:
+        data = _call_reader(path, _IMAGE_READERS[_family(ext)])
+    return _check_numeric(data, path)
+
+
+def select_plane(array, *, channel=None, gray=False, source="image") -> np.ndarray:
+    """Reduce an image array to one 2-D plane: pick a channel, convert to gray, or reject.
+
+    Parameters
+    ----------
+    array : ndarray
+        2-D, or 3-D with channels on the last axis.
+    channel : int, optional
+        Channel to keep (on the last axis).  For a 2-D image only ``0`` is allowed.
+    gray : bool, default False
+        Rec. 709 luma of an RGB or RGBA image (alpha ignored); a no-op for a 2-D image.
+    source : str or os.PathLike
+        Named in error messages (normally the file the array came from).
+
+    Returns
+    -------
+    ndarray, shape (H, W)
+
+    Raises
+    ------
+    ValueError
+        For 1-D or higher-dimensional arrays, colour images without ``channel``/``gray``,
+        a ``channel`` out of range, or ``gray`` on something that is not RGB(A).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rgb = np.zeros((2, 2, 3)); rgb[..., 1] = 1.0
+    >>> float(select_plane(rgb, gray=True)[0, 0])
+    0.7152
+    >>> float(select_plane(rgb, channel=1)[0, 0])
+    1.0
+    """
+    arr = np.asarray(array)
+    if channel is not None and gray:
+        raise ValueError(f"{source}: give either a channel or gray, not both")
+    is_integer = isinstance(channel, (int, np.integer)) and not isinstance(channel, bool)
+    if channel is not None and not is_integer:
+        raise ValueError(f"{source}: channel={channel!r} must be an integer")
+    if arr.ndim == 2:
+        if channel not in (None, 0):
+            raise ValueError(
+                f"{source}: channel={channel} requested, but the image is grayscale (2-D, "
+                "only channel 0)"
+            )
+        return arr
+    if arr.ndim != 3:
+        raise ValueError(
+            f"{source}: expected a 2-D image, got a {arr.ndim}-D array of shape {arr.shape}"
+        )
+    n_channels = arr.shape[-1]
+    if channel is not None:
+        if not 0 <= channel < n_channels:
+            raise ValueError(
+                f"{source}: channel={channel} is out of range; the image has {n_channels} "
+                f"channels (0 to {n_channels - 1}) on its last axis, shape {arr.shape}"
+            )
+        return arr[..., channel]
+    is_colour = n_channels in (3, 4)
+    if gray:
+        if not is_colour:
+            raise ValueError(
+                f"{source}: gray needs an RGB or RGBA image, got shape {arr.shape}; pick one "
+                "plane with channel=N (--channel N)"
+            )
+        return arr[..., :3].astype(np.float64) @ REC709_WEIGHTS
+    if is_colour and _colour_channels_equal(arr):
+        return arr[..., 0]
+    if is_colour:
+        raise ValueError(
+            f"{source}: is a colour image (shape {arr.shape}); pick one channel with "
+            "channel=N (--channel N) or convert it with gray=True (--gray)"
+        )
+    raise ValueError(
+        f"{source}: expected a 2-D image, got a 3-D array of shape {arr.shape}; pick a plane "
+        "on the last axis with channel=N (--channel N)"
+    )
+
+
+def read_mask(path) -> np.ndarray:
+    """Read a mask file: nonzero (and finite) pixels are usable, zero or NaN ones are not.
+
+    A colour mask counts a pixel as usable when any of its colour channels is nonzero.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.npy")
+    >>> np.save(path, np.array([[0, 255], [1, 0]]))
+    >>> read_mask(path).tolist()
+    [[False, True], [True, False]]
+    """
+    arr = read_array(path)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        colour = arr[..., :3]
+        return np.all(np.isfinite(colour), axis=-1) & np.any(colour != 0, axis=-1)
+    arr = select_plane(arr, source=path)
+    return np.isfinite(arr) & (arr != 0)
+
+
+def read_kernel(path) -> np.ndarray:
+    """Read a kernel written by :func:`write_kernel` (or by hand) as a float64 2-D array.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.npy``, ``.csv`` (comma-separated), ``.txt`` (whitespace-separated), ``.tif``/
+        ``.tiff`` or ``.fits``.  PNG kernels are pictures (rescaled to 0..255) and are
+        refused, since their values are not the kernel's.
+
+    Returns
+    -------
+    ndarray, shape (kh, kw), float64
+        A single row or column of text gives a ``(1, n)`` kernel.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "k.csv")
+    >>> write_kernel(path, np.full((3, 3), 1 / 9))
+    >>> float(read_kernel(path).sum())
+    1.0
+    """
+    path = _existing_file(path)
+    ext = path.suffix.lower()
+    if ext not in KERNEL_READ_EXTENSIONS:
+        hint = " (a .png kernel is a rescaled picture, not the values)" if ext == ".png" else ""
+        raise ValueError(
+            f"{path}: cannot read a kernel from {ext or '(no extension)'!r} files{hint}; "
+            f"use one of {', '.join(KERNEL_READ_EXTENSIONS)}"
+        )
+    if ext in FITS_EXTENSIONS:
+        data = _read_fits(path)
+    elif ext in TEXT_EXTENSIONS:
+        delimiter = "," if ext == ".csv" else None
+        data = _call_reader(path, lambda p: np.loadtxt(p, delimiter=delimiter, ndmin=2))
+    else:
+        data = _call_reader(path, _IMAGE_READERS[_family(ext)])
+    data = _check_numeric(data, path)
+    if data.ndim != 2:
+        raise ValueError(f"{path}: a kernel must be 2-D, got an array of shape {data.shape}")
+    return data.astype(np.float64)
+
+
+def _existing_file(path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file")
+    if not path.is_file():
+        raise ValueError(f"{path}: is not a file")
+    return path
+
+
+def _family(ext: str) -> str:
+    if ext == ".npy":
+        return "npy"
+    if ext in TIFF_EXTENSIONS:
+        return "tiff"
+    return "picture"
+
+
+def _read_npy(path):
+    # Without its magic bytes np.load would guess "pickle" and suggest unsafe loading.
+    with open(path, "rb") as f:
+        if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+            raise ValueError("not a .npy file (no NumPy header)")
+    # allow_pickle=False: an .npy file must never be able to run code when it is read.
+    return np.load(path, allow_pickle=False)
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _read_picture(path):
+    import imageio.v3 as iio
+
+    # index=0: the first frame of an animated GIF, and a plain array for single images.
+    # plugin="pillow": otherwise a corrupt file is offered to every plugin imageio has
+    # (DICOM, video...), which is slow and gives a confusing error.
+    try:
+        return iio.imread(path, index=0, plugin="pillow")
+    except OSError as exc:
+        # imageio's own wording for "Pillow did not recognise the bytes" names no format;
+        # say what it means.  Other errors (truncated data...) are specific and kept.
+        if type(exc.__cause__).__name__ == "InitializationError":
+            raise ValueError(
+                f"not a valid {Path(path).suffix.lower()} image (corrupt, or another format "
+                "under this extension)"
+            ) from exc
+        raise
+
+
+def _read_tiff(path):
+    import tifffile
+
+    return tifffile.imread(path)
+
+
+_IMAGE_READERS = {"npy": _read_npy, "picture": _read_picture, "tiff": _read_tiff}
+
+
+def _read_fits(path):
+    fits = _import_astropy_fits()
+
+    def read(p):
+        # getdata returns the first HDU that holds data (the primary one is often empty).
+        return fits.getdata(p)
+
+    data = _call_reader(path, read)
+    if data is None:
+        raise ValueError(f"{path}: the FITS file holds no image data")
+    return data
+
+
+def _import_astropy_fits():
+    try:
+        from astropy.io import fits
+    except ImportError:
+        raise ValueError(_FITS_HINT) from None
+    return fits
+
+
+def _call_reader(path, reader):
+    """Run a third-party reader; its many exception types become one ValueError naming ``path``."""
+    try:
+        return reader(path)
+    except ValueError as exc:
+        raise ValueError(f"{path}: cannot read the file: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - readers raise OSError, SyntaxError, KeyError...
+        reason = str(exc) or type(exc).__name__
+        raise ValueError(f"{path}: cannot read the file: {reason}") from exc
+
+
+def _check_numeric(data, path) -> np.ndarray:
+    arr = np.asarray(data)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"{path}: holds {arr.dtype} data, not numbers")
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{path}: holds complex numbers; kernelfit needs real images")
+    if arr.ndim == 0:
+        raise ValueError(f"{path}: holds a single number, not an image")
+    if arr.size == 0:
+        raise ValueError(f"{path}: the image is empty (shape {arr.shape})")
+    if not arr.dtype.isnative:
+        # FITS stores big-endian data; numerical code downstream expects native order.
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def _colour_channels_equal(arr) -> bool:
+    red = arr[..., 0]
+    return bool(np.array_equal(red, arr[..., 1]) and np.array_equal(red, arr[..., 2]))
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def check_output_path(path, kind="image") -> Path:
+    """Fail early, before any work, if ``path`` cannot be written as ``kind``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    kind : {'image', 'kernel', 'json'}
+
+    Raises
+    ------
+    ValueError
+        Unknown extension for ``kind``, or a directory that does not exist.
+
+    Examples
+    --------
+    >>> check_output_path("kernel.csv", "kernel").name
+    'kernel.csv'
+    """
+    path = Path(path)
+    allowed = {
+        "image": IMAGE_WRITE_EXTENSIONS,
+        "kernel": KERNEL_WRITE_EXTENSIONS,
+        "json": (".json",),
+    }[kind]
+    ext = path.suffix.lower()
+    if ext not in allowed:
+        raise ValueError(
+            f"{path}: cannot write {'an' if kind[0] in 'aeiou' else 'a'} {kind} as "
+            f"{ext or '(no extension)'!r}; "
+            f"use one of {', '.join(allowed)}"
+        )
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise ValueError(f"{path}: cannot write, directory {directory} does not exist")
+    if path.is_dir():
+        raise ValueError(f"{path}: cannot write, it is a directory")
+    return path
+
+
+def write_kernel(path, kernel) -> None:
+    """Write a kernel, choosing the format by extension; the file appears only when complete.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.npy`` (exact), ``.csv`` / ``.txt`` (text, ``%.17g``: exact round trip of float64),
+        ``.tif``/``.tiff`` (float64), ``.fits``/``.fit``/``.fts`` (float64, needs astropy),
+        or ``.png`` -- a *picture* of the kernel for viewing: values are mapped linearly
+        from [min, max] to [0, 255] and rounded to 8 bits, so the numbers are lost.
+    kernel : (kh, kw) array_like
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "k.txt")
+    >>> write_kernel(path, [[0.25, 0.75]])
+    >>> open(path).read().split()
+    ['0.25', '0.75']
+    """
+    path = check_output_path(path, "kernel")
+    kernel = np.asarray(kernel, dtype=np.float64)
+    if kernel.ndim != 2:
+        raise ValueError(f"{path}: a kernel must be 2-D, got an array of shape {kernel.shape}")
+    ext = path.suffix.lower()
+    if ext == ".png":
+        _write_with(path, _write_picture, _kernel_picture(kernel))
+    elif ext in TEXT_EXTENSIONS:
+        delimiter = "," if ext == ".csv" else " "
+        _write_with(path, lambda p, k: np.savetxt(p, k, fmt="%.17g", delimiter=delimiter), kernel)
+    else:
+        _write_with(path, _ARRAY_WRITERS[ext], kernel)
+
+
+def write_image(path, image, *, like_dtype=None) -> None:
+    """Write an image, choosing the format by extension; the file appears only when complete.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.npy`` (as is), ``.tif``/``.tiff`` (float kept, or ``like_dtype``),
+        ``.fits`` (as is, needs astropy), ``.png``, ``.jpg``/``.jpeg`` (lossy), ``.bmp``.
+    image : (H, W) array_like
+    like_dtype : dtype, optional
+        The dtype the result should look like, normally that of the input image.  For
+        ``.png``/``.jpg``/``.bmp`` the values are always rounded and clipped to integers:
+        to 0..65535 if ``like_dtype`` is uint16 and the file is PNG, otherwise to 0..255
+        (so float data in [0, 1] must be scaled by the caller first).  For ``.tif``, an
+        integer ``like_dtype`` rounds and clips to that type; otherwise the data are kept.
+
+    Raises
+    ------
+    ValueError
+        If NaN or infinite values would have to be converted to integers.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "b.png")
+    >>> write_image(path, np.array([[-3.0, 12.6], [255.4, 300.0]]))
+    >>> read_image(path).tolist()
+    [[0, 13], [255, 255]]
+    """
+    path = check_output_path(path, "image")
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"{path}: an image must be 2-D, got an array of shape {image.shape}")
+    ext = path.suffix.lower()
+    like = np.dtype(like_dtype) if like_dtype is not None else None
+    if ext in PICTURE_EXTENSIONS:
+        target = np.uint16 if (ext == ".png" and like == np.uint16) else np.uint8
+        _write_with(path, _write_picture, _round_clip(image, target, path))
+    elif ext in TIFF_EXTENSIONS and like is not None and np.issubdtype(like, np.integer):
+        _write_with(path, _write_tiff, _round_clip(image, like, path))
+    else:
+        _write_with(path, _ARRAY_WRITERS[ext], image)
+
+
+def write_json(path, obj) -> None:
+    """Write ``obj`` as indented JSON; NumPy scalars and arrays are converted on the way.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "fit.json")
+    >>> write_json(path, {"sigma": np.float64(1.5)})
+    >>> open(path).read()
+    '{\\n  "sigma": 1.5\\n}\\n'
+    """
+    path = check_output_path(path, "json")
+    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
+
+    def write(p, t):
+        Path(p).write_text(t, encoding="utf-8")
+
+    _write_with(path, write, text)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write a {type(value).__name__} to JSON")
+
+
+def _round_clip(image, dtype, path) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    if np.issubdtype(image.dtype, np.integer) and np.can_cast(image.dtype, dtype):
+        return image.astype(dtype)
+    values = image.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(
+            f"{path}: the image has NaN or infinite values, which {dtype} cannot hold; "
+            "write it as .npy, .tif or .fits instead"
+        )
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+
+
+def _kernel_picture(kernel) -> np.ndarray:
+    if not np.all(np.isfinite(kernel)):
+        raise ValueError("cannot draw a kernel that has NaN or infinite values as a PNG")
+    low, high = float(kernel.min()), float(kernel.max())
+    if high == low:  # a constant kernel has no contrast to stretch
+        return np.full(kernel.shape, 255 if high > 0 else 0, dtype=np.uint8)
+    return np.rint((kernel - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+def _write_npy(path, array):
+    np.save(path, array, allow_pickle=False)
+
+
+def _write_picture(path, array):
+    import imageio.v3 as iio
+
+    iio.imwrite(path, array, plugin="pillow", extension=Path(path).suffix.lower())
+
+
+def _write_tiff(path, array):
+    import tifffile
+
+    tifffile.imwrite(path, array)
+
+
+def _write_fits(path, array):
+    fits = _import_astropy_fits()
+    # The temporary file already exists (it reserves the name), hence overwrite=True.
+    fits.PrimaryHDU(np.asarray(array)).writeto(path, overwrite=True)
+
+
+_ARRAY_WRITERS = {
+    ".npy": _write_npy,
+    ".tif": _write_tiff,
+    ".tiff": _write_tiff,
+    ".fits": _write_fits,
+    ".fit": _write_fits,
+    ".fts": _write_fits,
+}
+
+
+def _write_with(path: Path, writer, data) -> None:
+    """Run ``writer(temp_path, data)`` and move the finished file onto ``path``."""
+    with _atomic_target(path) as temp_path:
+        writer(str(temp_path), data)
+
+
+@contextlib.contextmanager
+def _atomic_target(path: Path):
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, else vanishes.
+
+    Same directory, so that ``os.replace`` is a rename within one file system (atomic); same
+    suffix, so that writers which choose the format by extension choose the right one.
+    """
+    try:
+        handle = tempfile.NamedTemporaryFile(
+            dir=path.parent if str(path.parent) else ".",
+            prefix=f".{path.stem}.",
+            suffix=path.suffix,
+            delete=False,
+        )
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+    handle.close()
+    temp_path = Path(handle.name)
+    try:
+        yield temp_path
+        # mkstemp creates files readable by the owner only; give the result the permissions
+        # an ordinary new file would get.
+        os.chmod(temp_path, 0o666 & ~_current_umask())
+        os.replace(temp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp_path.unlink()
+        raise
+
+
+def _current_umask() -> int:
+    # The only portable way to read the umask is to set it and restore it.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
