@@ -9,10 +9,10 @@ import numpy as np
 
 from ._conventions import normalize_boundary, normalize_shape
 from .design import PreparedPair, prepare_pair
-from .forward import convolve_extended
+from .forward import ExtendedSpectrum, convolve_extended
 from .result import KernelFit
 from .solvers import solve_normal_equations
-from .stats import statistics
+from .stats import choose_method, statistics
 
 MODELS = ("free",)
 LOSSES = ("l2",)
@@ -87,12 +87,15 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     boundary = normalize_boundary(boundary)
     _check_options(model=model, loss=loss, reg=reg, lam=lam, method=method, shape=shape)
     pairs = _prepare_pairs(a, b, shape, boundary=boundary, center=center, mask=mask)
-    stats = sum(statistics(pair.extended, pair.b_used, shape, weights=_weights(pair))
-                for pair in pairs)
+    spectra = [_spectrum_if_useful(pair, shape) for pair in pairs]
+    stats = sum(statistics(pair.extended, pair.b_used, shape, weights=_weights(pair),
+                           method="fft" if spectrum else "im2col", spectrum=spectrum)
+                for pair, spectrum in zip(pairs, spectra))
     t_stats = time.perf_counter()
     ridge = float(lam) if reg == "ridge" else 0.0
     solution = solve_normal_equations(stats, ridge=ridge)
-    residuals = [_residual(pair, solution.kernel) for pair in pairs]
+    residuals = [_residual(pair, spectrum, solution.kernel)
+                 for pair, spectrum in zip(pairs, spectra)]
     rss = float(sum(np.nansum(r * r) for r in residuals))
     noise_std, cov, stderr, message = _uncertainty(rss, stats.n_used, solution)
     geometry = pairs[0].geometry
@@ -155,8 +158,19 @@ def _weights(pair: PreparedPair):
     return None if pair.use is None else pair.use.astype(np.float64)
 
 
-def _residual(pair: PreparedPair, kernel) -> np.ndarray:
-    return pair.embed(pair.b_used - convolve_extended(pair.extended, kernel))
+def _spectrum_if_useful(pair: PreparedPair, shape):
+    """The image's FFT when the statistics take the FFT path (the prediction reuses it)."""
+    if choose_method(pair.extended.shape, shape, _weights(pair)) == "fft":
+        return ExtendedSpectrum(pair.extended, shape)
+    return None
+
+
+def _residual(pair: PreparedPair, spectrum, kernel) -> np.ndarray:
+    if spectrum is None:
+        prediction = convolve_extended(pair.extended, kernel)
+    else:
+        prediction = spectrum.convolve_valid(kernel)
+    return pair.embed(pair.b_used - prediction)
 
 
 def _uncertainty(rss, n_used, solution):

@@ -113,9 +113,11 @@ class KernelOperator:
 class ExtendedSpectrum:
     """The 2-D real FFT of an extended image, shared by the statistics and the prediction.
 
-    The transform is zero-padded to at least ``P.shape + kernel_shape − 1`` (rounded up to a
-    fast length), so every lag up to the kernel size is free of wrap-around: circular products
-    of these spectra are exact linear correlations and convolutions.
+    The transform length is the smallest fast length ``>= P.shape``.  That is enough for every
+    product computed here to be free of wrap-around: 'valid' convolutions and correlations
+    only reach indices inside ``P``, and the core (``P`` inset by the kernel size on every
+    side) never reaches past ``P`` at lags smaller than the kernel.  Where only a few outputs
+    are needed, the inverse transform computes only those rows of its last pass.
 
     Parameters
     ----------
@@ -134,26 +136,44 @@ class ExtendedSpectrum:
     def __init__(self, extended, kernel_shape):
         self.extended = extended
         self.kernel_shape = tuple(kernel_shape)
-        self.fft_shape = tuple(scipy.fft.next_fast_len(n + k - 1, real=True)
-                               for n, k in zip(extended.shape, kernel_shape))
+        self.fft_shape = tuple(scipy.fft.next_fast_len(n, real=True) for n in extended.shape)
         self.hat = scipy.fft.rfft2(extended, self.fft_shape)
 
     def convolve_valid(self, kernel):
         """'valid' convolution of ``P`` with ``kernel`` (shape ``kernel_shape``)."""
         kh, kw = self.kernel_shape
-        full = scipy.fft.irfft2(self.hat * scipy.fft.rfft2(kernel, self.fft_shape), self.fft_shape)
+        # The kernel has only kh non-zero rows: transform those along x, then along y.
+        kernel_hat = scipy.fft.fft(scipy.fft.rfft(kernel, self.fft_shape[1], axis=1),
+                                   self.fft_shape[0], axis=0)
+        full = scipy.fft.irfft2(self.hat * kernel_hat, self.fft_shape)
         return full[kh - 1:self.extended.shape[0], kw - 1:self.extended.shape[1]]
 
     def correlate_valid(self, b):
         """``r[u] = Σ_i b[i]·P[i+u]`` for ``u`` in the kernel box (``b`` is 'valid'-sized)."""
         kh, kw = self.kernel_shape
         b_hat = scipy.fft.rfft2(b, self.fft_shape)
-        return scipy.fft.irfft2(np.conj(b_hat) * self.hat, self.fft_shape)[:kh, :kw]
+        return self._inverse_at(np.conj(b_hat) * self.hat, np.arange(kh), np.arange(kw))
 
-    def autocorrelation(self):
-        """``A[dy, dx] = Σ_z P(z)·P(z+d)`` for ``|dy| < kh``, ``|dx| < kw`` (index ``d + k − 1``)."""
+    def core_lag_sums(self):
+        """``S[dy, dx] = Σ_{z in core} P(z)·P(z+d)`` for ``|dy| < kh``, ``|dx| < kw``.
+
+        The core is ``P`` without its outer ``kh−1`` rows and ``kw−1`` columns; the result is
+        indexed by ``d + (kh−1, kw−1)``.
+        """
         kh, kw = self.kernel_shape
-        corr = scipy.fft.irfft2((self.hat * np.conj(self.hat)).real, self.fft_shape)
-        lags_y = np.arange(1 - kh, kh) % self.fft_shape[0]
-        lags_x = np.arange(1 - kw, kw) % self.fft_shape[1]
-        return corr[np.ix_(lags_y, lags_x)]
+        Ph, Pw = self.extended.shape
+        core = np.zeros_like(self.extended)
+        core[kh - 1:Ph - kh + 1, kw - 1:Pw - kw + 1] = \
+            self.extended[kh - 1:Ph - kh + 1, kw - 1:Pw - kw + 1]
+        core_hat = scipy.fft.rfft2(core, self.fft_shape)
+        return self._inverse_at(np.conj(core_hat) * self.hat,
+                                np.arange(1 - kh, kh), np.arange(1 - kw, kw))
+
+    def _inverse_at(self, spectrum, rows, cols):
+        """``irfft2(spectrum)[rows][:, cols]`` (indices taken modulo the transform length).
+
+        The first pass (along y) must be complete, but the last one runs only on ``rows``.
+        """
+        partial = scipy.fft.ifft(spectrum, axis=0)[rows % self.fft_shape[0]]
+        out = scipy.fft.irfft(partial, self.fft_shape[1], axis=1)
+        return out[:, cols % self.fft_shape[1]]

@@ -143,7 +143,7 @@ def _has_core(image_shape, shape) -> bool:
 
 def _fft_sums(P, b, shape, weights, spectrum):
     """Exact statistics from FFTs; pixels with weight 0 are subtracted afterwards."""
-    G = gram_fft(P, shape, autocorrelation=spectrum.autocorrelation())
+    G = gram_fft(P, shape, core_lag_sums=spectrum.core_lag_sums())
     # c[u] = Σ_i b[i]·P[i+u]: one correlation, sharing the FFT of P with G.
     c = spectrum.correlate_valid(b).ravel()
     btb = float(np.sum(b * b))
@@ -156,7 +156,7 @@ def _fft_sums(P, b, shape, weights, spectrum):
     return G, c, btb, n
 
 
-def gram_fft(P, shape, *, autocorrelation=None):
+def gram_fft(P, shape, *, core_lag_sums=None):
     """The Gram matrix ``G[u, v] = Σ_i P[i+u]·P[i+v]`` (flipped-kernel order), exactly.
 
     Parameters
@@ -164,8 +164,8 @@ def gram_fft(P, shape, *, autocorrelation=None):
     P : (Ph, Pw) ndarray
         Extended image, at least ``2·kh − 1`` by ``2·kw − 1``.
     shape : (kh, kw)
-    autocorrelation : ndarray, optional
-        ``ExtendedSpectrum(P, shape).autocorrelation()`` when the caller has it.
+    core_lag_sums : ndarray, optional
+        ``ExtendedSpectrum(P, shape).core_lag_sums()`` when the caller has it.
 
     Returns
     -------
@@ -173,8 +173,8 @@ def gram_fft(P, shape, *, autocorrelation=None):
     """
     kh, kw = shape
     ty, tx = kh - 1, kw - 1
-    if autocorrelation is None:
-        autocorrelation = ExtendedSpectrum(P, shape).autocorrelation()
+    if core_lag_sums is None:
+        core_lag_sums = ExtendedSpectrum(P, shape).core_lag_sums()
     row_band_sums = _band_lag_sums(P, ty, tx)                       # [m, dy, dx]
     col_band_sums = _band_lag_sums(P.T, tx, ty).transpose(0, 2, 1)  # [n, dy, dx]
     rows, cols = _band_indices(P.shape[0], ty), _band_indices(P.shape[1], tx)
@@ -190,13 +190,10 @@ def gram_fft(P, shape, *, autocorrelation=None):
                                    (cols[:, None] + dx_all[None, :] + tx)[None]]  # [m, n, dx]
         corners = P[np.ix_(rows, cols)][:, :, None] * neighbours
         Q = np.empty((2 * tx + 1, 2 * ty + 1, 2 * tx + 1))
+        Q[:, ty, tx] = core_lag_sums[iy]
         Q[:, band_r, tx] = row_band_sums[:, iy, :].T
         Q[:, ty, band_s] = col_band_sums[:, iy, :].T
         Q[:, band_r[:, None], band_s[None, :]] = corners.transpose(2, 0, 1)
-        # The core's lag sums are the whole image's minus the bands' (every z outside the
-        # core lies in a band row, or in a core row and a band column).
-        Q[:, ty, tx] = (autocorrelation[iy] - row_band_sums[:, iy, :].sum(axis=0)
-                        - col_band_sums[:, iy, :].sum(axis=0) - corners.sum(axis=(0, 1)))
         # Sum over each rectangle: F[dx, uy, ux] = Σ_rs A(uy, r) Q[dx, r, s] A(ux, s).
         F = _rectangle_sums(_rectangle_sums(Q, axis=1), axis=2)
         _scatter_lag(G, F, dy, kh, kw)
