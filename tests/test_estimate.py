@@ -261,3 +261,29 @@ def test_list_errors():
         kf.estimate([A, A], [A, A], 3, mask=np.ones((12, 12), bool))
     with pytest.raises(ValueError, match=r"b\[1\] has no finite pixels"):
         kf.estimate([A, A], [A, np.full((12, 12), np.nan)], 3)
+
+
+# --- the result object ------------------------------------------------------------------------
+
+
+def test_result_summary_dict_and_save(tmp_path):
+    import json
+
+    rng = np.random.default_rng(42)
+    a, k = rng.random((30, 30)), rng.random((3, 3))
+    fit = kf.estimate(a, kf.convolve(a, k, mode="valid") + rng.normal(0, 0.01, (28, 28)), 3)
+    text = fit.summary()
+    assert "free kernel 3x3" in text and "status: ok" in text
+    d = json.loads(json.dumps(fit.to_dict()))  # JSON-safe all the way down
+    np.testing.assert_allclose(d["kernel"], fit.kernel)
+    assert d["boundary"] == "valid" and d["n_used"] == 28 * 28
+    fit.save(tmp_path / "fit.json")
+    assert json.loads((tmp_path / "fit.json").read_text())["shape"] == [3, 3]
+    fit.save(tmp_path / "fit.npz")
+    with np.load(tmp_path / "fit.npz") as saved:
+        np.testing.assert_array_equal(saved["kernel"], fit.kernel)
+        np.testing.assert_array_equal(saved["stderr"], fit.stderr)
+    assert "<table>" in fit._repr_html_()
+    with pytest.raises(ValueError, match="writes .json or .npz"):
+        fit.save(tmp_path / "fit.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.json", "fit.npz"]

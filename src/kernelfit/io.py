@@ -614,12 +614,12 @@ _ARRAY_WRITERS = {
 
 def _write_with(path: Path, writer, data) -> None:
     """Run ``writer(temp_path, data)`` and move the finished file onto ``path``."""
-    with _atomic_target(path) as temp_path:
+    with atomic_output(path) as temp_path:
         writer(str(temp_path), data)
 
 
 @contextlib.contextmanager
-def _atomic_target(path: Path):
+def atomic_output(path: Path):
     """Yield a temporary path beside ``path``; on success it replaces ``path``, else vanishes.
 
     Same directory, so that ``os.replace`` is a rename within one file system (atomic); same

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .io import atomic_output
 
 
 @dataclass
@@ -116,25 +117,16 @@ class KernelFit:
 
         The file appears whole or not at all (written to a temporary file, then renamed).
         """
-        path = os.fspath(path)
-        suffix = os.path.splitext(path)[1].lower()
-        if suffix not in (".json", ".npz"):
-            raise ValueError(f"path={path!r}: KernelFit.save writes .json or .npz files")
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                if suffix == ".json":
-                    f.write(json.dumps(self.to_dict(), indent=2).encode())
-                else:
-                    np.savez(f, kernel=self.kernel,
-                             stderr=np.full(self.shape, np.nan) if self.stderr is None else self.stderr,
-                             metadata=json.dumps(self.to_dict()))
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        path = Path(path)
+        if path.suffix.lower() not in (".json", ".npz"):
+            raise ValueError(f"path={str(path)!r}: KernelFit.save writes .json or .npz files")
+        with atomic_output(path) as temp_path:
+            if path.suffix.lower() == ".json":
+                temp_path.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+            else:
+                stderr = np.full(self.shape, np.nan) if self.stderr is None else self.stderr
+                np.savez(temp_path, kernel=self.kernel, stderr=stderr,
+                         metadata=json.dumps(self.to_dict()))
 
     def _repr_html_(self) -> str:
         rows = "".join(
