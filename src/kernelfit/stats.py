@@ -124,11 +124,15 @@ def choose_method(image_shape, shape, weights=None) -> str:
     """'fft' where it is exact and faster, else 'im2col'.
 
     im2col costs about ``N·p²`` multiply-adds with BLAS: below ~3e7 that takes milliseconds,
-    above it the FFT path wins by a growing factor.  General (non 0/1) weights need im2col.
+    above it the FFT path wins by a growing factor.  General (non 0/1) weights need im2col;
+    the FFT path subtracts dropped pixels by im2col, so it pays only while they are fewer
+    than the kept ones.
     """
     n_out = (image_shape[0] - shape[0] + 1) * (image_shape[1] - shape[1] + 1)
     p = shape[0] * shape[1]
     fast = _has_core(image_shape, shape) and n_out * p * p > 3e7
+    if weights is not None and np.count_nonzero(weights) < n_out / 2:
+        fast = False
     return "fft" if fast and _is_binary(weights) else "im2col"
 
 
@@ -213,7 +217,8 @@ def _band_lag_sums(P, ty, tx):
     """
     Ph, Pw = P.shape
     rows = _band_indices(Ph, ty)
-    n_fft = scipy.fft.next_fast_len(Pw + tx, real=True)  # no wrap-around for |dx| <= tx
+    # Core columns x and x + dx both lie inside the row, so length Pw has no wrap-around.
+    n_fft = scipy.fft.next_fast_len(Pw, real=True)
     core_cols = np.zeros((len(rows), Pw))
     core_cols[:, tx:Pw - tx] = P[rows, tx:Pw - tx]
     band_hat = np.conj(scipy.fft.rfft(core_cols, n_fft, axis=1))
