@@ -94,15 +94,14 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     t_stats = time.perf_counter()
     ridge = float(lam) if reg == "ridge" else 0.0
     solution = solve_normal_equations(stats, ridge=ridge)
-    residuals = [_residual(pair, spectrum, solution.kernel)
-                 for pair, spectrum in zip(pairs, spectra)]
-    rss = float(sum(np.nansum(r * r) for r in residuals))
+    residuals = ResidualImages(pairs, spectra, solution.kernel, single=_single(a))
+    rss = _residual_sum_of_squares(stats, solution.kernel, residuals)
     noise_std, cov, stderr, message = _uncertainty(rss, stats.n_used, solution)
     geometry = pairs[0].geometry
     return KernelFit(
         kernel=solution.kernel, shape=shape, center=geometry.center,
         boundary=geometry.boundary, model="free", params={}, stderr=stderr, cov=cov,
-        background=None, residual=residuals[0] if _single(a) else residuals,
+        background=None, _residual=residuals,
         noise_std=noise_std, lam=ridge if reg == "ridge" else None, n_used=stats.n_used,
         converged=solution.trusted, message=message, method="normal",
         info={
@@ -163,6 +162,42 @@ def _spectrum_if_useful(pair: PreparedPair, shape):
     if choose_method(pair.extended.shape, shape, _weights(pair)) == "fft":
         return ExtendedSpectrum(pair.extended, shape)
     return None
+
+
+class ResidualImages:
+    """``b − prediction`` for every pair, computed once, when first asked for.
+
+    A fit's residual costs a full-size convolution, about a third of the whole fit on a large
+    image, and many callers never look at it; :class:`KernelFit` calls this object on first
+    access.  Until then it keeps references to the prepared images.
+    """
+
+    def __init__(self, pairs, spectra, kernel, *, single):
+        self._inputs = (pairs, spectra, kernel)
+        self._single = single
+        self._images = None
+
+    def __call__(self):
+        if self._images is None:
+            pairs, spectra, kernel = self._inputs
+            self._images = [_residual(pair, spectrum, kernel)
+                            for pair, spectrum in zip(pairs, spectra)]
+            self._inputs = None  # let the inputs go
+        return self._images[0] if self._single else self._images
+
+    def sum_of_squares(self) -> float:
+        images = self()
+        return float(sum(np.nansum(r * r) for r in (images if not self._single else [images])))
+
+
+def _residual_sum_of_squares(stats, kernel, residuals: ResidualImages) -> float:
+    """``‖Xk − b‖²`` from the statistics, or from the residual images when the fit is so good
+    that the statistics' formula would be mostly rounding (it cancels to ~1e-15·bᵀb)."""
+    k = kernel.ravel()
+    rss = stats.btb - 2.0 * (k @ stats.rhs) + k @ (stats.gram @ k)
+    if rss < 1e-9 * stats.btb:
+        return residuals.sum_of_squares()
+    return float(rss)
 
 
 def _residual(pair: PreparedPair, spectrum, kernel) -> np.ndarray:

@@ -151,8 +151,7 @@ class ExtendedSpectrum:
     def correlate_valid(self, b):
         """``r[u] = Σ_i b[i]·P[i+u]`` for ``u`` in the kernel box (``b`` is 'valid'-sized)."""
         kh, kw = self.kernel_shape
-        b_hat = scipy.fft.rfft2(b, self.fft_shape)
-        return self._inverse_at(np.conj(b_hat) * self.hat, np.arange(kh), np.arange(kw))
+        return self._correlation_at(b, np.arange(kh), np.arange(kw))
 
     def core_lag_sums(self):
         """``S[dy, dx] = Σ_{z in core} P(z)·P(z+d)`` for ``|dy| < kh``, ``|dx| < kw``.
@@ -160,20 +159,20 @@ class ExtendedSpectrum:
         The core is ``P`` without its outer ``kh−1`` rows and ``kw−1`` columns; the result is
         indexed by ``d + (kh−1, kw−1)``.
         """
-        kh, kw = self.kernel_shape
+        ty, tx = self.kernel_shape[0] - 1, self.kernel_shape[1] - 1
         Ph, Pw = self.extended.shape
-        core = np.zeros_like(self.extended)
-        core[kh - 1:Ph - kh + 1, kw - 1:Pw - kw + 1] = \
-            self.extended[kh - 1:Ph - kh + 1, kw - 1:Pw - kw + 1]
-        core_hat = scipy.fft.rfft2(core, self.fft_shape)
-        return self._inverse_at(np.conj(core_hat) * self.hat,
-                                np.arange(1 - kh, kh), np.arange(1 - kw, kw))
+        # With the core moved to the origin, S(d) is its correlation with P at lag d + t.
+        core = self.extended[ty:Ph - ty, tx:Pw - tx]
+        return self._correlation_at(core, np.arange(2 * ty + 1), np.arange(2 * tx + 1))
 
-    def _inverse_at(self, spectrum, rows, cols):
-        """``irfft2(spectrum)[rows][:, cols]`` (indices taken modulo the transform length).
+    def _correlation_at(self, x, rows, cols):
+        """``r[u] = Σ_i x[i]·P[i+u]`` for ``u`` in ``rows × cols`` (non-negative lags).
 
-        The first pass (along y) must be complete, but the last one runs only on ``rows``.
+        Only a few lags are needed, so the inverse transform's first pass (along y) is
+        complete but its last pass runs only on the needed rows.
         """
-        partial = scipy.fft.ifft(spectrum, axis=0)[rows % self.fft_shape[0]]
-        out = scipy.fft.irfft(partial, self.fft_shape[1], axis=1)
-        return out[:, cols % self.fft_shape[1]]
+        spectrum = scipy.fft.rfft2(x, self.fft_shape)
+        np.conjugate(spectrum, out=spectrum)
+        spectrum *= self.hat
+        partial = scipy.fft.ifft(spectrum, axis=0, overwrite_x=True)[rows]
+        return scipy.fft.irfft(partial, self.fft_shape[1], axis=1)[:, cols]

@@ -38,7 +38,8 @@ class KernelFit:
     background : ndarray or None
         Fitted background coefficients (``None``: no background was fitted).
     residual : ndarray or list of ndarray
-        ``b − prediction``, NaN where a pixel was not used; one per image pair.
+        ``b − prediction``, NaN where a pixel was not used; one per image pair.  Computed on
+        first access (it costs a full-size convolution).
     noise_std : float
         Noise standard deviation estimated from the residuals (per pixel, units of ``b``).
     lam : float or None
@@ -63,7 +64,6 @@ class KernelFit:
     stderr: np.ndarray | None = None
     cov: np.ndarray | None = None
     background: np.ndarray | None = None
-    residual: Any = None
     noise_std: float = float("nan")
     lam: float | None = None
     n_used: int = 0
@@ -71,6 +71,15 @@ class KernelFit:
     message: str = ""
     method: str = "normal"
     info: dict = field(default_factory=dict)
+    # The residual: an array, a list of arrays, or a callable that makes them (see residual).
+    _residual: Any = field(default=None, repr=False)
+
+    @property
+    def residual(self):
+        """``b − prediction`` (NaN where unused), made on first access."""
+        if callable(self._residual):
+            self._residual = self._residual()
+        return self._residual
 
     def summary(self) -> str:
         """A human-readable report of the fit."""
