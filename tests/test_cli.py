@@ -260,11 +260,11 @@ def _bad_estimate_cases():
 
     def all_nan_a(d):
         a = _save(d, "a.npy", np.full((20, 20), np.nan))
-        return estimate(d, a, _save(d, "b.npy", good)), r"."
+        return estimate(d, a, _save(d, "b.npy", good)), r"a has no finite pixels"
 
     def all_nan_b(d):
         b = _save(d, "b.npy", np.full((20, 20), np.nan))
-        return estimate(d, _save(d, "a.npy", good), b), r"."
+        return estimate(d, _save(d, "a.npy", good), b), r"b has no finite pixels"
 
     def colour_without_channel(d):
         rgb = np.random.default_rng(1).integers(0, 256, (20, 20, 3), dtype=np.uint8)
