@@ -10,13 +10,14 @@ import numpy as np
 from ._conventions import normalize_boundary, normalize_shape
 from .design import PreparedPair, prepare_pair
 from .forward import ExtendedSpectrum, convolve_extended
+from .regularisers import QUADRATIC, penalty_matrix
 from .result import KernelFit
 from .solvers import solve_normal_equations
 from .stats import choose_method, statistics
 
 MODELS = ("free",)
 LOSSES = ("l2",)
-REGULARISERS = (None, "ridge")
+REGULARISERS = (None,) + QUADRATIC
 METHODS = (None, "normal")
 # The direct path holds a p×p Gram matrix and factors it in O(p³): 64×64 = 4096 unknowns take
 # a few seconds and 134 MB.  Larger kernels need the matrix-free path.
@@ -48,11 +49,13 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         Free-form kernel (one coefficient per pixel).
     loss : {'l2'}
         Least squares.
-    reg : {None, 'ridge'}
-        ``'ridge'`` adds ``lam·‖k‖²`` to the mean squared residual.
+    reg : {None, 'ridge', 'gradient', 'laplacian'}
+        Adds ``lam·‖Lk‖²`` to the mean squared residual: ``L`` is the identity (``'ridge'``),
+        the kernel's finite differences (``'gradient'``) or its Laplacian (``'laplacian'``);
+        see :mod:`kernelfit.regularisers`.
     lam : float, optional
         Regularisation weight per pixel (the objective is ``‖Xk − b‖²/n + lam·‖k‖²``, so one
-        value means the same on images of any size).  Required with ``reg='ridge'``.
+        value means the same on images of any size).  Required with ``reg``.
     mask : bool array like ``b`` (or list of them), optional
         True where a pixel of ``b`` may be used.
     method : {None, 'normal'}
@@ -92,8 +95,9 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
                            method="fft" if spectrum else "im2col", spectrum=spectrum)
                 for pair, spectrum in zip(pairs, spectra))
     t_stats = time.perf_counter()
-    ridge = float(lam) if reg == "ridge" else 0.0
-    solution = solve_normal_equations(stats, ridge=ridge)
+    lam = float(lam) if reg else None
+    penalty = penalty_matrix(reg, shape) if reg else None
+    solution = solve_normal_equations(stats, penalty=penalty, lam=lam or 0.0)
     residuals = ResidualImages(pairs, spectra, solution.kernel, single=_single(a))
     rss = _residual_sum_of_squares(stats, solution.kernel, residuals)
     noise_std, cov, stderr, message = _uncertainty(rss, stats.n_used, solution)
@@ -102,7 +106,7 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         kernel=solution.kernel, shape=shape, center=geometry.center,
         boundary=geometry.boundary, model="free", params={}, stderr=stderr, cov=cov,
         background=None, _residual=residuals,
-        noise_std=noise_std, lam=ridge if reg == "ridge" else None, n_used=stats.n_used,
+        noise_std=noise_std, lam=lam, n_used=stats.n_used,
         converged=solution.trusted, message=message, method="normal",
         info={
             "rcond": solution.rcond, "rank": solution.rank, "dof": solution.dof,
@@ -126,10 +130,10 @@ def _check_options(*, model, loss, reg, lam, method, shape):
         raise ValueError(f"reg={reg!r} is not available; available: {REGULARISERS}")
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not available; available: {METHODS}")
-    if reg == "ridge":
+    if reg is not None:
         if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not lam >= 0 \
                 or not np.isfinite(lam):
-            raise ValueError(f"lam={lam!r}: reg='ridge' needs a finite number lam >= 0")
+            raise ValueError(f"lam={lam!r}: reg={reg!r} needs a finite number lam >= 0")
     elif lam is not None:
         raise ValueError(f"lam={lam!r} is given but reg=None; pass reg='ridge' to use it")
     p = shape[0] * shape[1]

@@ -1,7 +1,7 @@
-"""Direct solution of the (optionally ridge-regularised) normal equations.
+"""Direct solution of the (optionally regularised) normal equations.
 
-``(G + λ·n·I) k = c`` by Cholesky.  The objective is ``‖Xk − b‖²/n + λ‖k‖²``, so ``λ`` is per
-pixel: the same λ means the same thing on images of different sizes.
+``(G + λ·n·LᵀL) k = c`` by Cholesky.  The objective is ``‖Xk − b‖²/n + λ‖Lk‖²``, so ``λ`` is
+per pixel: the same λ means the same thing on images of different sizes.
 
 A Cholesky factor that exists is not enough: a nearly singular ``G`` (an image too small or too
 smooth for the kernel size) gives a kernel dominated by rounding noise.  The LAPACK condition
@@ -60,14 +60,17 @@ def _rcond_limit(p: int) -> float:
     return 100.0 * p * np.finfo(float).eps
 
 
-def solve_normal_equations(stats: SufficientStatistics, *, ridge: float = 0.0) -> DirectSolution:
-    """Solve ``(G + ridge·n·I) k = c``.
+def solve_normal_equations(stats: SufficientStatistics, *, penalty=None,
+                           lam: float = 0.0) -> DirectSolution:
+    """Solve ``(G + lam·n·penalty) k = c``.
 
     Parameters
     ----------
     stats : SufficientStatistics
-    ridge : float, default 0
-        λ of the ridge penalty ``λ‖k‖²`` per pixel (see module docstring).
+    penalty : (p, p) array or sparse matrix, optional
+        ``LᵀL`` of a quadratic regulariser (:func:`kernelfit.regularisers.penalty_matrix`).
+    lam : float, default 0
+        Weight of the penalty per pixel (see module docstring).
 
     Returns
     -------
@@ -89,7 +92,8 @@ def solve_normal_equations(stats: SufficientStatistics, *, ridge: float = 0.0) -
     """
     G, c = stats.gram, stats.rhs
     p = len(c)
-    A = G + (ridge * stats.n_used) * np.eye(p) if ridge else G
+    regularised = penalty is not None and lam > 0
+    A = G + (lam * stats.n_used) * _dense(penalty) if regularised else G
     if not (np.all(np.isfinite(A)) and np.all(np.isfinite(c))):
         raise ValueError("the statistics contain NaN or inf; check a and b for huge values")
     factor, rcond = _cholesky(A)
@@ -107,9 +111,13 @@ def solve_normal_equations(stats: SufficientStatistics, *, ridge: float = 0.0) -
         warnings.warn(message, RankDeficientWarning, stacklevel=2)
         return DirectSolution(kernel.reshape(stats.shape), None, float(rank), rank, rcond,
                               False, message)
-    cov = A_inv if not ridge else A_inv @ G @ A_inv
+    cov = A_inv @ G @ A_inv if regularised else A_inv
     dof = float(np.sum(A_inv * G))  # trace(A⁻¹G) for symmetric A⁻¹ and G
     return DirectSolution(kernel.reshape(stats.shape), cov, dof, p, rcond, True, "")
+
+
+def _dense(matrix) -> np.ndarray:
+    return matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
 
 
 def _cholesky(A):
