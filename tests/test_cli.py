@@ -67,6 +67,20 @@ def test_estimate_then_apply_reproduces_b_on_pngs(tmp_path, pair, capsys):
     assert np.max(np.abs(predicted.astype(int) - b.astype(int))) <= 1
 
 
+def test_constraints_and_regularisation_options(tmp_path, pair, capsys):
+    a_png, b_png, _, _ = pair
+    status, _, err = run(capsys, "estimate", a_png, b_png, "--shape", "5", "--boundary",
+                         "fill", "--nonneg", "--normalize", "1", "--reg", "laplacian",
+                         "--lam", "auto", "-o", tmp_path / "k.npy", "--json", tmp_path / "f.json")
+    assert status == 0, err
+    k = np.load(tmp_path / "k.npy")
+    assert k.min() >= 0 and abs(k.sum() - 1) <= 1e-10
+    assert json.loads((tmp_path / "f.json").read_text())["lam"] > 0
+    status, _, err = run(capsys, "estimate", a_png, b_png, "--shape", "3", "--ridge", "1",
+                         "--reg", "ridge", "-o", tmp_path / "k2.npy")
+    assert status == 2 and "give one or the other" in err[0]
+
+
 @pytest.mark.parametrize("ext", [".csv", ".txt", ".tif"])
 def test_every_readable_kernel_format_feeds_apply(tmp_path, pair, capsys, ext):
     a_png, b_png, _, b = pair
@@ -180,7 +194,9 @@ def test_parse_pair_refuses(text):
 @pytest.mark.parametrize("text", ["x", "-1", "nan", "inf"])
 def test_parse_lam_refuses(text):
     with pytest.raises(ValueError, match="--ridge"):
-        cli.parse_lam(text)
+        cli.parse_lam(text, "--ridge")
+    with pytest.raises(ValueError, match="--lam"):
+        cli.parse_lam(text, "--lam")
 
 
 def test_help_exits_zero(capsys):

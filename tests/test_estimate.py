@@ -247,8 +247,12 @@ A = np.random.default_rng(41).random((12, 12))
     (dict(reg="tv2"), ValueError, "reg='tv2'"),
     (dict(method="magic"), ValueError, "method='magic'"),
     (dict(lam=0.1), ValueError, "reg=None"),
-    (dict(reg="ridge"), ValueError, "lam=None"),
+    (dict(reg="ridge", lam=None), ValueError, "lam=None"),
     (dict(reg="ridge", lam=-1.0), ValueError, "lam=-1.0"),
+    (dict(nonneg=1), TypeError, "nonneg=1"),
+    (dict(normalize="one"), ValueError, "normalize='one'"),
+    (dict(nonneg=True, normalize=-1.0), ValueError, "impossible with nonneg"),
+    (dict(noise_std=0.0), ValueError, "noise_std=0.0"),
     (dict(shape=65), ValueError, "4225 unknowns"),
     (dict(center=(5, 5)), ValueError, "outside a kernel"),
 ])
@@ -292,3 +296,47 @@ def test_result_summary_dict_and_save(tmp_path):
     with pytest.raises(ValueError, match="writes .json or .npz"):
         fit.save(tmp_path / "fit.txt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.json", "fit.npz"]
+
+
+# --- regularisation and constraints through the front door ----------------------------------
+
+
+def _motion_case(rng, size=96, noise=0.05):
+    a = rng.random((size, size))
+    k = np.zeros((9, 9))
+    k[4, 1:8] = 1.0
+    k[3, 6:8] = 0.5
+    k /= k.sum()
+    b = kf.convolve(a, k, mode="valid") + rng.normal(0, noise, (size - 8, size - 8))
+    return a, b, k
+
+
+def test_nonneg_and_normalize_hold_exactly():
+    a, b, k = _motion_case(np.random.default_rng(43))
+    plain = kf.estimate(a, b, 9)
+    fit = kf.estimate(a, b, 9, nonneg=True, normalize=1.0)
+    assert fit.kernel.min() >= 0.0
+    assert abs(fit.kernel.sum() - 1.0) <= 1e-10
+    # The constraints remove the noise's negative lobes: a clearly better kernel.
+    assert _rel_err(fit.kernel, k) < 0.7 * _rel_err(plain.kernel, k)
+    held = fit.info["active"]
+    assert held.any() and np.all(fit.kernel[held] == 0) and np.all(fit.stderr[held] == 0)
+
+
+def test_normalize_alone_fixes_the_sum():
+    a, b, k = _motion_case(np.random.default_rng(44))
+    fit = kf.estimate(a, b, 9, normalize=2.0)
+    assert abs(fit.kernel.sum() - 2.0) <= 1e-10
+    # The sum is fixed, so its variance (1ᵀ cov 1) vanishes up to rounding.
+    assert abs(fit.cov.sum()) <= 1e-12 * np.abs(fit.cov).sum()
+
+
+@pytest.mark.parametrize("reg", ["ridge", "gradient", "laplacian"])
+def test_lam_auto_chooses_by_gcv_and_reports_the_curve(reg):
+    a, b, k = _motion_case(np.random.default_rng(45), noise=0.2)
+    fit = kf.estimate(a, b, 9, reg=reg)
+    selection = fit.info["lambda_selection"]
+    assert selection["criterion"] == "gcv" and fit.lam > 0
+    assert len(selection["lams"]) == len(selection["scores"]) >= 20
+    discrepancy = kf.estimate(a, b, 9, reg=reg, noise_std=0.2)
+    assert discrepancy.info["lambda_selection"]["criterion"] == "discrepancy"

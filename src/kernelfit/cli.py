@@ -104,8 +104,16 @@ def _add_estimate(commands) -> None:
                    help="how B was made at the edges: valid (no assumption, default), fill, "
                    "wrap, reflect, nearest, mirror")
     _add_center(p)
-    p.add_argument("--ridge", metavar="LAM",
-                   help="ridge regularisation: add LAM·‖k‖² to the mean squared residual")
+    p.add_argument("--reg", metavar="NAME",
+                   help="regulariser: ridge, gradient or laplacian (adds LAM·‖Lk‖²)")
+    p.add_argument("--lam", metavar="LAM",
+                   help="regularisation weight per pixel, or 'auto' (GCV; default)")
+    p.add_argument("--ridge", metavar="LAM", help="shorthand for --reg ridge --lam LAM")
+    p.add_argument("--nonneg", action="store_true", help="constrain the kernel to be >= 0")
+    p.add_argument("--normalize", metavar="SUM", type=float,
+                   help="constrain the kernel to sum to SUM (e.g. 1)")
+    p.add_argument("--noise-std", metavar="SIGMA", type=float,
+                   help="known noise level of B; with --lam auto: the discrepancy principle")
     p.add_argument("--mask", metavar="M", help="mask image like B: nonzero pixels are used")
     _add_plane_options(p)
     p.add_argument("-o", "--output", required=True, metavar="KERNEL",
@@ -245,8 +253,19 @@ def _fit_options(args) -> dict:
     options = {"boundary": args.boundary}
     if args.center:
         options["center"] = parse_pair(args.center, "--center")
+    if args.ridge is not None and (args.reg or args.lam):
+        raise ValueError("--ridge LAM is short for --reg ridge --lam LAM; give one or the other")
     if args.ridge is not None:
-        options.update(reg="ridge", lam=parse_lam(args.ridge))
+        options.update(reg="ridge", lam=parse_lam(args.ridge, "--ridge"))
+    if args.reg:
+        options["reg"] = args.reg
+    if args.lam:
+        options["lam"] = parse_lam(args.lam, "--lam")
+    if args.nonneg:
+        options["nonneg"] = True
+    for name in ("normalize", "noise_std"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
     return options
 
 
@@ -315,20 +334,22 @@ def parse_pair(text: str, option: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def parse_lam(text: str) -> float:
-    """Parse ``--ridge LAM``: a finite number >= 0.
+def parse_lam(text: str, option: str = "--lam"):
+    """Parse a regularisation weight: a finite number >= 0, or ``auto`` (not for --ridge).
 
     Examples
     --------
-    >>> parse_lam("1e-3")
-    0.001
+    >>> parse_lam("1e-3"), parse_lam("auto")
+    (0.001, 'auto')
     """
+    if option == "--lam" and text.strip().lower() == "auto":
+        return "auto"
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"--ridge {text!r} must be a number") from None
+        raise ValueError(f"{option} {text!r} must be a number") from None
     if not np.isfinite(value) or value < 0:
-        raise ValueError(f"--ridge {text!r} must be a finite number >= 0")
+        raise ValueError(f"{option} {text!r} must be a finite number >= 0")
     return value
 
 

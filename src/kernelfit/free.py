@@ -1,0 +1,172 @@
+"""Free-form kernels: one coefficient per kernel pixel, on the direct or the matrix-free path.
+
+The direct path builds the sufficient statistics once and solves in the ``p × p`` Gram form
+(Cholesky, the constrained active-set solver, exact GCV).  The matrix-free path
+(:mod:`kernelfit.solvers.iterative`) never forms the Gram matrix and handles kernels of any
+size and the non-smooth regularisers.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .design import PreparedPair
+from .forward import ExtendedSpectrum, convolve_extended
+from .regularisers import NONSMOOTH, penalty_matrix
+from .result import KernelFit
+from .select import choose_lambda
+from .solvers import solve_normal_equations
+from .solvers.constrained import solve_quadratic, system_matrix
+from .stats import choose_method, statistics
+
+# The direct path holds a p×p Gram matrix and factors it in O(p³): 64×64 = 4096 unknowns take
+# a few seconds and 134 MB.  Larger kernels go to the matrix-free path.
+MAX_DIRECT_UNKNOWNS = 4096
+
+
+def uses_direct_path(shape, *, reg, method) -> bool:
+    """Whether a free-kernel fit runs on the statistics (True) or matrix-free (False)."""
+    if method == "iterative" or reg in NONSMOOTH:
+        return False
+    return method == "normal" or shape[0] * shape[1] <= MAX_DIRECT_UNKNOWNS
+
+
+def fit_free_direct(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, normalize,
+                    noise_std, single) -> KernelFit:
+    """Least squares on the statistics, optionally regularised and constrained."""
+    started = time.perf_counter()
+    spectra = [_spectrum_if_useful(pair, shape) for pair in pairs]
+    stats = sum(statistics(pair.extended, pair.b_used, shape, weights=_weights(pair),
+                           method="fft" if spectrum else "im2col", spectrum=spectrum)
+                for pair, spectrum in zip(pairs, spectra))
+    t_stats = time.perf_counter()
+    penalty = penalty_matrix(reg, shape) if reg else None
+    info = {"n_pairs": len(pairs)}
+    if reg and lam == "auto":
+        choice = choose_lambda(stats, penalty, noise_std=noise_std)
+        lam = choice.lam
+        info["lambda_selection"] = {"criterion": choice.criterion, "lams": choice.lams,
+                                    "scores": choice.scores, "edf": choice.edf,
+                                    "message": choice.message}
+    lam = float(lam) if reg else None
+    if nonneg or normalize is not None:
+        fit_core = _constrained(stats, penalty, lam or 0.0, nonneg, normalize)
+    else:
+        fit_core = _unconstrained(stats, penalty, lam or 0.0)
+    kernel, trusted, message, cov_unscaled, dof, solver_info = fit_core
+    info.update(solver_info)
+    residuals = ResidualImages(pairs, spectra, kernel, single=single)
+    rss = _residual_sum_of_squares(stats, kernel, residuals)
+    noise, cov, stderr, message = _uncertainty(rss, stats.n_used, kernel, cov_unscaled, dof,
+                                               message)
+    geometry = pairs[0].geometry
+    info["seconds"] = {"statistics": t_stats - started, "total": time.perf_counter() - started}
+    return KernelFit(
+        kernel=kernel, shape=shape, center=geometry.center, boundary=geometry.boundary,
+        model="free", params={}, stderr=stderr, cov=cov, background=None, _residual=residuals,
+        noise_std=noise, lam=lam, n_used=stats.n_used, converged=trusted, message=message,
+        method="normal", info=info,
+    )
+
+
+def _unconstrained(stats, penalty, lam):
+    solution = solve_normal_equations(stats, penalty=penalty, lam=lam)
+    info = {"rcond": solution.rcond, "rank": solution.rank, "dof": solution.dof}
+    return (solution.kernel, solution.trusted, solution.message, solution.cov_unscaled,
+            solution.dof, info)
+
+
+def _constrained(stats, penalty, lam, nonneg, normalize):
+    """Active-set / KKT solve; the covariance is that of the equality-constrained least
+    squares on the coefficients left free (those held at 0 by ``nonneg`` have none)."""
+    solution = solve_quadratic(stats, penalty=penalty, lam=lam, nonneg=nonneg, total=normalize)
+    free = np.ones(solution.kernel.size, bool) if solution.active is None \
+        else ~solution.active.ravel()
+    A, _ = system_matrix(stats, penalty, lam)
+    G = stats.gram
+    p = len(free)
+    cov_unscaled, dof = np.zeros((p, p)), 0.0
+    if free.any():
+        A_inv = np.linalg.inv(A[np.ix_(free, free)])
+        if normalize is not None:
+            # Project out the direction the sum constraint fixes.
+            v = A_inv.sum(axis=1)
+            A_inv = A_inv - np.outer(v, v) / v.sum()
+        G_ff = G[np.ix_(free, free)]
+        cov_unscaled[np.ix_(free, free)] = A_inv @ G_ff @ A_inv
+        dof = float(np.sum(A_inv * G_ff))
+    info = {"active": solution.active, "iterations": solution.iterations, "dof": dof,
+            "multiplier": solution.multiplier}
+    return (solution.kernel, solution.converged, solution.message, cov_unscaled, dof, info)
+
+
+def _spectrum_if_useful(pair: PreparedPair, shape):
+    """The image's FFT when the statistics take the FFT path (the prediction reuses it)."""
+    if choose_method(pair.extended.shape, shape, _weights(pair)) == "fft":
+        return ExtendedSpectrum(pair.extended, shape)
+    return None
+
+
+def _weights(pair: PreparedPair):
+    return None if pair.use is None else pair.use.astype(np.float64)
+
+
+class ResidualImages:
+    """``b − prediction`` for every pair, computed once, when first asked for.
+
+    A fit's residual costs a full-size convolution, about a third of the whole fit on a large
+    image, and many callers never look at it; :class:`KernelFit` calls this object on first
+    access.  Until then it keeps references to the prepared images.
+    """
+
+    def __init__(self, pairs, spectra, kernel, *, single):
+        self._inputs = (pairs, spectra, kernel)
+        self._single = single
+        self._images = None
+
+    def __call__(self):
+        if self._images is None:
+            pairs, spectra, kernel = self._inputs
+            self._images = [_residual(pair, spectrum, kernel)
+                            for pair, spectrum in zip(pairs, spectra)]
+            self._inputs = None  # let the inputs go
+        return self._images[0] if self._single else self._images
+
+    def sum_of_squares(self) -> float:
+        self()
+        return float(sum(np.nansum(r * r) for r in self._images))
+
+
+def _residual_sum_of_squares(stats, kernel, residuals: ResidualImages) -> float:
+    """``‖Xk − b‖²`` from the statistics, or from the residual images when the fit is so good
+    that the statistics' formula would be mostly rounding (it cancels to ~1e-15·bᵀb)."""
+    k = kernel.ravel()
+    rss = stats.btb - 2.0 * (k @ stats.rhs) + k @ (stats.gram @ k)
+    if rss < 1e-9 * stats.btb:
+        return residuals.sum_of_squares()
+    return float(rss)
+
+
+def _residual(pair: PreparedPair, spectrum, kernel) -> np.ndarray:
+    if spectrum is None:
+        prediction = convolve_extended(pair.extended, kernel)
+    else:
+        prediction = spectrum.convolve_valid(kernel)
+    return pair.embed(pair.b_used - prediction)
+
+
+def _uncertainty(rss, n_used, kernel, cov_unscaled, dof, message):
+    """Noise level from the residuals; covariance ``σ̂²·(unit-noise covariance)``."""
+    dof_left = n_used - dof
+    if dof_left <= 0.5:
+        note = (f"only {n_used} pixels for {dof:.0f} effective parameters: the noise "
+                "level and standard errors cannot be estimated")
+        return float("nan"), None, None, f"{message}; {note}" if message else note
+    noise_std = float(np.sqrt(rss / dof_left))
+    if cov_unscaled is None:
+        return noise_std, None, np.full(kernel.shape, np.nan), message
+    cov = noise_std**2 * cov_unscaled
+    stderr = np.sqrt(np.clip(np.diag(cov), 0, None)).reshape(kernel.shape)
+    return noise_std, cov, stderr, message
