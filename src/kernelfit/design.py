@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._conventions import Geometry, as_image, make_geometry, normalize_shape, output_size_of
+from .forward import convolve_extended
 
 
 @dataclass
@@ -43,6 +44,18 @@ class PreparedPair:
     @property
     def n_used(self) -> int:
         return self.b_used.size if self.use is None else int(self.use.sum())
+
+    def residual(self, kernel, spectrum=None) -> np.ndarray:
+        """``b − a ⊛ kernel`` shaped like ``b``, NaN where a pixel was not used.
+
+        ``spectrum`` (an :class:`~kernelfit.forward.ExtendedSpectrum` of this pair) makes the
+        convolution reuse the image's FFT.
+        """
+        if spectrum is None:
+            prediction = convolve_extended(self.extended, np.asarray(kernel, dtype=np.float64))
+        else:
+            prediction = spectrum.convolve_valid(kernel)
+        return self.embed(self.b_used - prediction)
 
     def embed(self, values_used: np.ndarray) -> np.ndarray:
         """Place an array over the used rectangle into a NaN array shaped like ``b``."""

@@ -9,10 +9,19 @@ import numpy as np
 from ._conventions import normalize_boundary, normalize_shape
 from .design import PreparedPair, prepare_pair
 from .free import MAX_DIRECT_UNKNOWNS, fit_free_direct, uses_direct_path
+from .models import fit_lowrank, fit_powerlaw, fit_radial, fit_separable
 from .regularisers import QUADRATIC
-from .result import KernelFit
+from .result import KernelFit, ResidualImages
 
-MODELS = ("free",)
+# Structured models: the fitting function and the estimate() options it takes (estimate's
+# name -> the function's keyword).
+STRUCTURED = {
+    "radial": (fit_radial, {"radial_bins": "bins", "smooth": "smooth"}),
+    "powerlaw": (fit_powerlaw, {"exponent_bounds": "exponent_bounds"}),
+    "separable": (fit_separable, {}),
+    "lowrank": (fit_lowrank, {"rank": "rank"}),
+}
+MODELS = ("free",) + tuple(STRUCTURED)
 LOSSES = ("l2",)
 REGULARISERS = (None,) + QUADRATIC
 METHODS = (None, "normal")
@@ -20,7 +29,7 @@ METHODS = (None, "normal")
 
 def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="l2",
              reg=None, lam="auto", nonneg=False, normalize=None, mask=None, method=None,
-             noise_std=None) -> KernelFit:
+             noise_std=None, **model_options) -> KernelFit:
     """Estimate the kernel ``k`` with ``b ≈ a ⊛ k`` by least squares.
 
     Parameters
@@ -40,8 +49,14 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     center : (int, int), optional
         Kernel index landing on the output pixel; default ``((kh-1)//2, (kw-1)//2)`` as in
         scipy.signal.  Users of scipy.ndimage with an even kernel pass ``(kh//2, kw//2)``.
-    model : {'free'}
-        Free-form kernel (one coefficient per pixel).
+    model : {'free', 'radial', 'powerlaw', 'separable', 'lowrank'}
+        ``'free'``: one coefficient per pixel.  ``'radial'``: ``k = f(r)``, ``f``
+        piecewise-linear on knots (``radial_bins=`` radii in pixels; ``smooth=`` penalises
+        its second differences).  ``'powerlaw'``: ``amplitude·r^(−exponent)`` with a free
+        centre value (``exponent_bounds=``).  ``'separable'``: ``u vᵀ``.  ``'lowrank'``:
+        ``U Vᵀ`` of rank ``rank=``.  Radial and power-law fits handle kernels larger than
+        the image (seed 000's 199×199 from 100×100); ``fit.params`` holds the profile,
+        parameters or factors and ``fit.stderr`` their standard errors.
     loss : {'l2'}
         Least squares.
     reg : {None, 'ridge', 'gradient', 'laplacian'}
@@ -64,6 +79,8 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     noise_std : float, optional
         Known noise standard deviation of ``b`` (units of ``b``); with ``lam='auto'`` it selects
         the discrepancy principle.
+    **model_options
+        Options of the structured models (see ``model``).
 
     Returns
     -------
@@ -93,6 +110,14 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     boundary = normalize_boundary(boundary)
     _check_options(model=model, loss=loss, reg=reg, lam=lam, method=method, shape=shape,
                    nonneg=nonneg, normalize=normalize, noise_std=noise_std)
+    if model in STRUCTURED:
+        options = _structured_options(model, model_options, reg=reg, nonneg=nonneg,
+                                      normalize=normalize, method=method)
+        pairs = _prepare_pairs(a, b, shape, boundary=boundary, center=center, mask=mask)
+        return _fit_structured(model, pairs, shape, options, single=_single(a))
+    if model_options:
+        raise TypeError(f"estimate() got options {sorted(model_options)} that model='free' "
+                        "does not take")
     if not uses_direct_path(shape, reg=reg, method=method):
         raise ValueError(
             f"shape={shape} has {shape[0] * shape[1]} unknowns; the direct solver handles at "
@@ -101,6 +126,34 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     pairs = _prepare_pairs(a, b, shape, boundary=boundary, center=center, mask=mask)
     return fit_free_direct(pairs, shape, reg=reg, lam=lam, nonneg=bool(nonneg),
                            normalize=normalize, noise_std=noise_std, single=_single(a))
+
+
+def _structured_options(model, model_options, *, reg, nonneg, normalize, method):
+    """Translate estimate()'s options for a structured model; refuse what it cannot do."""
+    for name, value, unset in (("reg", reg, None), ("nonneg", nonneg, False),
+                               ("normalize", normalize, None), ("method", method, None)):
+        if value is not unset and value != unset:
+            raise ValueError(f"{name}={value!r} is not available with model={model!r}")
+    accepted = STRUCTURED[model][1]
+    unknown = sorted(set(model_options) - set(accepted))
+    if unknown:
+        raise TypeError(f"model={model!r} does not take {unknown}; it takes {sorted(accepted)}")
+    return {accepted[name]: value for name, value in model_options.items()}
+
+
+def _fit_structured(model, pairs, shape, options, *, single) -> KernelFit:
+    fitter = STRUCTURED[model][0]
+    result = fitter(pairs, shape, **options)
+    stderr = dict(result.stderr)
+    geometry = pairs[0].geometry
+    return KernelFit(
+        kernel=result.kernel, shape=shape, center=geometry.center, boundary=geometry.boundary,
+        model=model, params=result.params, stderr=stderr, cov=result.cov, background=None,
+        _residual=ResidualImages(pairs, None, result.kernel, single=single),
+        noise_std=result.noise_std, lam=None, n_used=result.n_used,
+        converged=result.converged, message=result.message, method=result.method,
+        info=dict(result.info, rss=result.rss, dof=result.dof),
+    )
 
 
 def _single(a) -> bool:

@@ -13,9 +13,9 @@ import time
 import numpy as np
 
 from .design import PreparedPair
-from .forward import ExtendedSpectrum, convolve_extended
+from .forward import ExtendedSpectrum
 from .regularisers import NONSMOOTH, penalty_matrix
-from .result import KernelFit
+from .result import KernelFit, ResidualImages
 from .select import choose_lambda
 from .solvers import solve_normal_equations
 from .solvers.constrained import solve_quadratic, system_matrix
@@ -113,32 +113,6 @@ def _weights(pair: PreparedPair):
     return None if pair.use is None else pair.use.astype(np.float64)
 
 
-class ResidualImages:
-    """``b − prediction`` for every pair, computed once, when first asked for.
-
-    A fit's residual costs a full-size convolution, about a third of the whole fit on a large
-    image, and many callers never look at it; :class:`KernelFit` calls this object on first
-    access.  Until then it keeps references to the prepared images.
-    """
-
-    def __init__(self, pairs, spectra, kernel, *, single):
-        self._inputs = (pairs, spectra, kernel)
-        self._single = single
-        self._images = None
-
-    def __call__(self):
-        if self._images is None:
-            pairs, spectra, kernel = self._inputs
-            self._images = [_residual(pair, spectrum, kernel)
-                            for pair, spectrum in zip(pairs, spectra)]
-            self._inputs = None  # let the inputs go
-        return self._images[0] if self._single else self._images
-
-    def sum_of_squares(self) -> float:
-        self()
-        return float(sum(np.nansum(r * r) for r in self._images))
-
-
 def _residual_sum_of_squares(stats, kernel, residuals: ResidualImages) -> float:
     """``‖Xk − b‖²`` from the statistics, or from the residual images when the fit is so good
     that the statistics' formula would be mostly rounding (it cancels to ~1e-15·bᵀb)."""
@@ -147,14 +121,6 @@ def _residual_sum_of_squares(stats, kernel, residuals: ResidualImages) -> float:
     if rss < 1e-9 * stats.btb:
         return residuals.sum_of_squares()
     return float(rss)
-
-
-def _residual(pair: PreparedPair, spectrum, kernel) -> np.ndarray:
-    if spectrum is None:
-        prediction = convolve_extended(pair.extended, kernel)
-    else:
-        prediction = spectrum.convolve_valid(kernel)
-    return pair.embed(pair.b_used - prediction)
 
 
 def _uncertainty(rss, n_used, kernel, cov_unscaled, dof, message):

@@ -90,7 +90,8 @@ class KernelFit:
             f"kernel sum: {self.kernel.sum():.6g}"
             + ("" if self.lam is None else f"   lam: {self.lam:.4g}"),
         ]
-        if self.stderr is not None and np.isfinite(self.stderr).any():
+        lines.extend(self._parameter_lines())
+        if isinstance(self.stderr, np.ndarray) and np.isfinite(self.stderr).any():
             lines.append(f"median standard error per coefficient: {np.nanmedian(self.stderr):.3g}")
         lines.append("status: " + ("ok" if self.converged else "NOT TRUSTED"))
         if self.message:
@@ -100,6 +101,19 @@ class KernelFit:
             lines.append(np.array2string(self.kernel, precision=4, suppress_small=True,
                                          max_line_width=120))
         return "\n".join(lines)
+
+    def _parameter_lines(self) -> list[str]:
+        """``name = value ± stderr`` for scalar parameters, the shape for array ones."""
+        errors = self.stderr if isinstance(self.stderr, dict) else {}
+        lines = []
+        for name, value in self.params.items():
+            if np.ndim(value) == 0:
+                error = errors.get(name)
+                spread = "" if error is None else f" ± {float(error):.3g}"
+                lines.append(f"  {name} = {float(value):.6g}{spread}")
+            else:
+                lines.append(f"  {name}: array of shape {np.shape(value)}")
+        return (["parameters:"] + lines) if lines else []
 
     def to_dict(self) -> dict:
         """A JSON-safe dict (arrays become nested lists, NaN becomes ``None``)."""
@@ -167,3 +181,39 @@ def _jsonable(value):
     if isinstance(value, np.bool_):
         return bool(value)
     return str(value)
+
+
+class ResidualImages:
+    """``b − prediction`` for every image pair, computed once, when first asked for.
+
+    A fit's residual costs a full-size convolution per pair — on a large image about a third
+    of the whole fit — and many callers never look at it: :attr:`KernelFit.residual` calls
+    this object on first access.  Until then it keeps references to the prepared pairs.
+
+    Parameters
+    ----------
+    pairs : list of PreparedPair
+    spectra : list of ExtendedSpectrum or None
+        One per pair, or None (then the convolution is done afresh).
+    kernel : ndarray
+    single : bool
+        True when the user passed one pair (the residual is then one array, not a list).
+    """
+
+    def __init__(self, pairs, spectra, kernel, *, single):
+        self._inputs = (pairs, spectra or [None] * len(pairs), kernel)
+        self._single = single
+        self._images = None
+
+    def __call__(self):
+        if self._images is None:
+            pairs, spectra, kernel = self._inputs
+            self._images = [pair.residual(kernel, spectrum)
+                            for pair, spectrum in zip(pairs, spectra)]
+            self._inputs = None  # let the inputs go
+        return self._images[0] if self._single else self._images
+
+    def sum_of_squares(self) -> float:
+        """``Σ residual²`` over the used pixels of every pair."""
+        self()
+        return float(sum(np.nansum(r * r) for r in self._images))
