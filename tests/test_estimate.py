@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kernelfit as kf
+from kernelfit.demo import seed000_data
 
 SHAPES = [(1, 1), (3, 3), (4, 6), (5, 4), (15, 15)]
 # Noise-free data: the only error is rounding in G (≈1e-15 relative) amplified by cond(G),
@@ -345,23 +346,9 @@ def test_lam_auto_chooses_by_gcv_and_reports_the_curve(reg):
 # --- structured models through the front door ------------------------------------------------
 
 
-def _seed000(seed):
-    """Seed 000 exactly as asked: binary 100², 1/r kernel 199² (centre 0), oaconvolve 'same'."""
-    from scipy.signal import oaconvolve
-
-    N = 100
-    rng = np.random.default_rng(seed)
-    src = rng.binomial(n=1, p=0.2, size=(N, N))
-    with np.errstate(divide="ignore"):
-        kernel = np.fromfunction(
-            lambda x, y: np.sqrt((x - (N - 1)) ** 2 + (y - (N - 1)) ** 2) ** (-1), (2 * N - 1,) * 2)
-    kernel[N - 1, N - 1] = 0
-    return src, oaconvolve(src, kernel, mode="same") + rng.normal(0, 1, src.shape), kernel
-
-
 @pytest.mark.parametrize("model,target", [("radial", 0.10), ("powerlaw", 0.01)])
 def test_seed000_kernel_larger_than_the_image(model, target):
-    src, tgt, kernel = _seed000(5)
+    src, tgt, kernel = seed000_data(5)
     fit = kf.estimate(src, tgt, kernel.shape, boundary="fill", model=model)
     assert fit.model == model and fit.converged
     assert _rel_err(fit.kernel, kernel) <= target  # the issue's acceptance targets

@@ -4,6 +4,10 @@ Seed 001: someone blurred a photo in an image editor with a 5×5 "convolution ma
 whether the matrix can be recovered from the photo and its blurred copy.  The accepted answer
 divides the two Fourier transforms; here the same data go through :func:`kernelfit.estimate`
 and through that Fourier ratio, and the errors are printed side by side.
+
+Seed 000: a 199×199 kernel (1/r, larger than the 100×100 binary image) behind
+``oaconvolve(src, kernel, mode='same')`` plus unit Gaussian noise: 39,601 unknowns from
+10,000 equations.  The structured models answer it: a radial profile and a power law.
 """
 
 from __future__ import annotations
@@ -54,7 +58,61 @@ def run_demo(*, out=None) -> dict:
     True
     """
     out = sys.stdout if out is None else out
-    return {"seed_001": demo_editor_blur(out=out)}
+    results = {"seed_001": demo_editor_blur(out=out)}
+    print(file=out)
+    results["seed_000"] = demo_large_kernel(out=out)
+    return results
+
+
+def seed000_data(seed=0, n=100):
+    """Seed 000's data exactly as the question builds them, from a seeded generator.
+
+    Returns
+    -------
+    src : (n, n) ndarray
+        Binary image with about 20 % ones.
+    tgt : (n, n) ndarray
+        ``oaconvolve(src, kernel, mode='same')`` plus N(0, 1) noise.
+    kernel : (2n−1, 2n−1) ndarray
+        ``1/r`` from the centre, 0 at the centre.
+
+    Examples
+    --------
+    >>> src, tgt, kernel = seed000_data(0, n=10)
+    >>> src.shape, tgt.shape, kernel.shape
+    ((10, 10), (10, 10), (19, 19))
+    """
+    from scipy.signal import oaconvolve
+
+    rng = np.random.default_rng(seed)
+    src = rng.binomial(n=1, p=0.2, size=(n, n))
+    y, x = np.mgrid[: 2 * n - 1, : 2 * n - 1]
+    r = np.hypot(y - (n - 1), x - (n - 1))
+    kernel = np.divide(1.0, r, out=np.zeros_like(r), where=r > 0)
+    tgt = oaconvolve(src, kernel, mode="same") + rng.normal(0, 1, src.shape)
+    return src, tgt, kernel
+
+
+def demo_large_kernel(*, out=None, seed=0) -> dict:
+    """Seed 000: a 199×199 kernel from a 100×100 image, by the radial and power-law models."""
+    import kernelfit as kf
+
+    out = sys.stdout if out is None else out
+    src, tgt, kernel = seed000_data(seed)
+    print("Seed 000 - a 199x199 kernel (1/r) from a 100x100 binary image, noise sigma 1", file=out)
+    print("  data: oaconvolve(src, kernel, mode='same') + N(0, 1)  ->  boundary='fill'", file=out)
+    errors = {}
+    for model in ("radial", "powerlaw"):
+        started = time.perf_counter()
+        fit = kf.estimate(src, tgt, kernel.shape, boundary="fill", model=model)
+        seconds = time.perf_counter() - started
+        errors[model] = relative_error(fit.kernel, kernel)
+        print(f"  model={model!r:11} relative error {errors[model]:.4f}   ({seconds:.2f} s)",
+              file=out)
+    p = fit.params
+    print(f"  power law found: {p['amplitude']:.4f} * r^-{p['exponent']:.4f}, "
+          f"centre {p['center_value']:.3f}  (truth: 1 * r^-1, centre 0)", file=out)
+    return errors
 
 
 def demo_editor_blur(*, out=None) -> dict:
