@@ -81,6 +81,21 @@ def test_constraints_and_regularisation_options(tmp_path, pair, capsys):
     assert status == 2 and "give one or the other" in err[0]
 
 
+def test_parametric_model_prints_parameters(tmp_path, capsys):
+    from scipy.ndimage import gaussian_filter
+
+    a = np.random.default_rng(8).random((64, 64))
+    b = gaussian_filter(a, 1.7, mode="reflect", truncate=4.0)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    status, out, err = run(capsys, "estimate", tmp_path / "a.npy", tmp_path / "b.npy",
+                           "--shape", "15", "--boundary", "reflect", "--model", "gaussian",
+                           "--truncate", "4", "--loss", "l1", "-o", tmp_path / "k.npy")
+    assert status == 0, err
+    sigma = float(re.search(r"sigma = ([0-9.]+)", out).group(1))
+    assert abs(sigma - 1.7) < 1e-4  # noise-free data: the L1 minimiser is the truth
+
+
 @pytest.mark.parametrize("ext", [".csv", ".txt", ".tif"])
 def test_every_readable_kernel_format_feeds_apply(tmp_path, pair, capsys, ext):
     a_png, b_png, _, b = pair

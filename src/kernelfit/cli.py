@@ -104,6 +104,16 @@ def _add_estimate(commands) -> None:
                    help="how B was made at the edges: valid (no assumption, default), fill, "
                    "wrap, reflect, nearest, mirror")
     _add_center(p)
+    p.add_argument("--model", default="free",
+                   help="free (default), radial, powerlaw, separable, lowrank, gaussian, "
+                   "elliptical, moffat, disk, motion or box")
+    p.add_argument("--loss", default="l2",
+                   help="l2 (default); l1 or huber for the parametric models")
+    p.add_argument("--f-scale", type=float, metavar="S",
+                   help="Huber threshold in units of B (with --loss huber)")
+    p.add_argument("--truncate", type=float, metavar="T",
+                   help="gaussian: cut the support at T*sigma, like scipy's gaussian_filter")
+    p.add_argument("--rank", type=int, metavar="R", help="lowrank: the rank")
     p.add_argument("--reg", metavar="NAME",
                    help="regulariser: ridge, gradient or laplacian (adds LAM·‖Lk‖²)")
     p.add_argument("--lam", metavar="LAM",
@@ -263,7 +273,11 @@ def _fit_options(args) -> dict:
         options["lam"] = parse_lam(args.lam, "--lam")
     if args.nonneg:
         options["nonneg"] = True
-    for name in ("normalize", "noise_std"):
+    if args.model != "free":
+        options["model"] = args.model
+    if args.loss != "l2":
+        options["loss"] = args.loss
+    for name in ("normalize", "noise_std", "f_scale", "truncate", "rank"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     return options

@@ -10,6 +10,8 @@ from ._conventions import normalize_boundary, normalize_shape
 from .design import PreparedPair, prepare_pair
 from .free import MAX_DIRECT_UNKNOWNS, fit_free_direct, uses_direct_path
 from .models import fit_lowrank, fit_powerlaw, fit_radial, fit_separable
+from .models.fit_parametric import fit_parametric
+from .models.parametric import MODEL_CLASSES, KernelModel, make_model
 from .regularisers import QUADRATIC
 from .result import KernelFit, ResidualImages
 
@@ -21,8 +23,11 @@ STRUCTURED = {
     "separable": (fit_separable, {}),
     "lowrank": (fit_lowrank, {"rank": "rank"}),
 }
-MODELS = ("free",) + tuple(STRUCTURED)
-LOSSES = ("l2",)
+PARAMETRIC = tuple(MODEL_CLASSES)
+# Options of fit_parametric itself; every other model option goes to the model family.
+PARAMETRIC_FIT_OPTIONS = ("f_scale", "fit_offset", "x0", "n_refine")
+MODELS = ("free",) + tuple(STRUCTURED) + PARAMETRIC
+LOSSES = ("l2", "l1", "huber")
 REGULARISERS = (None,) + QUADRATIC
 METHODS = (None, "normal")
 
@@ -57,8 +62,16 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         ``U Vᵀ`` of rank ``rank=``.  Radial and power-law fits handle kernels larger than
         the image (seed 000's 199×199 from 100×100); ``fit.params`` holds the profile,
         parameters or factors and ``fit.stderr`` their standard errors.
-    loss : {'l2'}
-        Least squares.
+        Parametric families: ``'gaussian'`` (``sigma``; sampled and normalised as
+        ``scipy.ndimage.gaussian_filter``, ``truncate=``, ``sampling='integrated'``),
+        ``'elliptical'`` (``sigma_x, sigma_y, theta``), ``'moffat'`` (``alpha, beta``),
+        ``'disk'`` (``radius``), ``'motion'`` (``length, angle``), ``'box'`` (``width,
+        height``), or a :class:`kernelfit.models.parametric.KernelModel` object; each with an
+        amplitude (the kernel sum, fixed by ``normalize=``) and, with ``fit_offset=True``, a
+        sub-pixel centre offset.  Angles in degrees.
+    loss : {'l2', 'l1', 'huber'}
+        Least squares; for the parametric models also the exact least-absolute-deviations
+        minimiser (``'l1'``, seed 002's ``Σ|g⊛A − B|``) and Huber (``f_scale=``, units of b).
     reg : {None, 'ridge', 'gradient', 'laplacian'}
         Adds ``lam·‖Lk‖²`` to the mean squared residual: ``L`` is the identity (``'ridge'``),
         the kernel's finite differences (``'gradient'``) or its Laplacian (``'laplacian'``);
@@ -110,6 +123,14 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     boundary = normalize_boundary(boundary)
     _check_options(model=model, loss=loss, reg=reg, lam=lam, method=method, shape=shape,
                    nonneg=nonneg, normalize=normalize, noise_std=noise_std)
+    if isinstance(model, KernelModel) or model in PARAMETRIC:
+        _refuse(model, reg=reg, nonneg=nonneg, method=method)
+        pairs = _prepare_pairs(a, b, shape, boundary=boundary, center=center, mask=mask)
+        return _fit_parametric(model, pairs, shape, loss=loss, normalize=normalize,
+                               options=model_options, single=_single(a))
+    if loss != "l2":
+        raise ValueError(f"loss={loss!r} is available for the parametric models "
+                         f"{PARAMETRIC}; model={model!r} fits loss='l2'")
     if model in STRUCTURED:
         options = _structured_options(model, model_options, reg=reg, nonneg=nonneg,
                                       normalize=normalize, method=method)
@@ -128,12 +149,16 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
                            normalize=normalize, noise_std=noise_std, single=_single(a))
 
 
+def _refuse(model, **options):
+    """Raise for options (given as name=value, unset = None/False) the model cannot honour."""
+    for name, value in options.items():
+        if value is not None and value is not False:
+            raise ValueError(f"{name}={value!r} is not available with model={model!r}")
+
+
 def _structured_options(model, model_options, *, reg, nonneg, normalize, method):
     """Translate estimate()'s options for a structured model; refuse what it cannot do."""
-    for name, value, unset in (("reg", reg, None), ("nonneg", nonneg, False),
-                               ("normalize", normalize, None), ("method", method, None)):
-        if value is not unset and value != unset:
-            raise ValueError(f"{name}={value!r} is not available with model={model!r}")
+    _refuse(model, reg=reg, nonneg=nonneg, normalize=normalize, method=method)
     accepted = STRUCTURED[model][1]
     unknown = sorted(set(model_options) - set(accepted))
     if unknown:
@@ -156,13 +181,30 @@ def _fit_structured(model, pairs, shape, options, *, single) -> KernelFit:
     )
 
 
+def _fit_parametric(model, pairs, shape, *, loss, normalize, options, single) -> KernelFit:
+    fit_options = {k: v for k, v in options.items() if k in PARAMETRIC_FIT_OPTIONS}
+    family = make_model(model, **{k: v for k, v in options.items()
+                                  if k not in PARAMETRIC_FIT_OPTIONS})
+    result = fit_parametric(pairs, family, shape, loss=loss, normalize=normalize, **fit_options)
+    geometry = pairs[0].geometry
+    return KernelFit(
+        kernel=result.kernel, shape=shape, center=geometry.center, boundary=geometry.boundary,
+        model=family.name, params=result.params, stderr=result.stderr, cov=result.cov,
+        background=None, _residual=ResidualImages(pairs, None, result.kernel, single=single),
+        noise_std=result.noise_std, lam=None, n_used=result.n_used,
+        converged=result.converged, message=result.message, method=f"parametric-{loss}",
+        info=dict(result.info, objective=result.objective, free=result.free, loss=loss),
+    )
+
+
 def _single(a) -> bool:
     return not isinstance(a, (list, tuple))
 
 
 def _check_options(*, model, loss, reg, lam, method, shape, nonneg, normalize, noise_std):
-    if model not in MODELS:
-        raise ValueError(f"model={model!r} is not available; available: {MODELS}")
+    if not isinstance(model, KernelModel) and model not in MODELS:
+        raise ValueError(f"model={model!r} is not available; available: {MODELS} or a "
+                         "kernelfit.models.parametric.KernelModel object")
     if loss not in LOSSES:
         raise ValueError(f"loss={loss!r} is not available; available: {LOSSES}")
     if reg not in REGULARISERS:
