@@ -222,11 +222,35 @@ def output_size_of(image_shape, b_shape, kernel_shape) -> str:
 
 
 def as_image(x, name: str) -> np.ndarray:
-    """Validate one 2-D real image; integers and booleans become float64, float32 is kept."""
-    arr = np.asarray(x)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
-    ):
+    """Validate one 2-D real image; integers become float64, float32 is kept.
+
+    Boolean arrays are refused: a True/False array passed as an image is almost always a mask
+    in the wrong place, and its "values" would silently become 0 and 1.
+
+    Examples
+    --------
+    >>> as_image([[1, 2], [3]], "a")
+    Traceback (most recent call last):
+    ...
+    ValueError: a is not a rectangular array: its rows (or nested lists) have different lengths
+    """
+    if x is None:
+        raise TypeError(f"{name} must be a 2-D numeric array, got None")
+    try:
+        arr = np.asarray(x)
+    except ValueError:
+        # NumPy's "inhomogeneous shape" error for ragged nested lists names no argument.
+        raise ValueError(
+            f"{name} is not a rectangular array: its rows (or nested lists) have different "
+            "lengths"
+        ) from None
+    if arr.dtype == bool:
+        hint = "" if name.startswith("kernel") else "; a mask of usable pixels goes in mask="
+        raise TypeError(
+            f"{name} is a boolean array; an image must hold numbers (convert it with "
+            f"{name.split('[')[0]}.astype(float) if 0/1 values are meant{hint})"
+        )
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
         raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")

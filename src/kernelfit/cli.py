@@ -1,9 +1,11 @@
 """The ``kernelfit`` command line: ``estimate``, ``apply`` and ``demo``.
 
-Errors a user can cause (a missing or unreadable file, a bad option value, a fit that cannot
-be done) are reported as one line, ``kernelfit: error: <message>``, on stderr with exit status
-2 and no traceback.  Outputs are written only after the work has succeeded, and atomically, so
-a failed run leaves no output file behind.
+Errors a user can cause (a missing or unreadable file, a bad option value or a misspelt
+option, a fit that cannot be done) are reported as one line, ``kernelfit: error: <message>``,
+on stderr with exit status 2 and no traceback.  Warnings (``kernelfit: warning: ...``, one
+line each, including what libraries log) are printed when the run succeeds; a failed run
+prints only its error.  Outputs are written only after the work has succeeded, and
+atomically, so a failed run leaves no output file behind.
 
 Progress lines (``kernelfit: reading A.png`` ...) go to stderr for images over a megapixel or
 with ``--verbose``; ``--quiet`` silences them and the fit summary (warnings still show).
@@ -12,6 +14,7 @@ with ``--verbose``; ``--quiet`` silences them and the fit summary (warnings stil
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -54,21 +57,61 @@ def main(argv=None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
+    # Warnings, and what libraries log (tifffile reports damaged tags that way), are held
+    # back: on success each becomes one "kernelfit: warning:" line; a failed run prints only
+    # its error, since the complaints on the way to it would turn one line into several.
+    logged = _LogRecords()
+    root = logging.getLogger()
+    root.addHandler(logged)
     try:
-        return args.handler(args)
-    except USER_ERRORS as exc:
-        print(f"kernelfit: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("kernelfit: interrupted", file=sys.stderr)
-        return 130
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                status = args.handler(args)
+            except USER_ERRORS as exc:
+                print(f"kernelfit: error: {_one_line(exc)}", file=sys.stderr)
+                return 2
+            except KeyboardInterrupt:
+                print("kernelfit: interrupted", file=sys.stderr)
+                return 130
+    finally:
+        root.removeHandler(logged)
+    _print_warnings([_one_line(w.message) for w in caught] + logged.messages)
+    return status
+
+
+class _LogRecords(logging.Handler):
+    """Collects WARNING and worse log records as one-line messages, printing nothing."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record) -> None:
+        try:
+            self.messages.append(f"{record.name}: {_one_line(record.getMessage())}")
+        except Exception:  # noqa: BLE001 - a malformed record must not break the run
+            self.messages.append(record.name)
+
+
+def _print_warnings(messages) -> None:
+    """Each distinct message (e.g. a rank-deficient fit) as one ``kernelfit: warning:`` line."""
+    for text in dict.fromkeys(messages):
+        print(f"kernelfit: warning: {text}", file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors reported like every other error: one line, status 2."""
+
+    def error(self, message):
+        self.exit(2, f"kernelfit: error: {_one_line(message)} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kernelfit`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kernelfit",
         description="Estimate the convolution kernel that maps one image to another.",
         epilog=_EPILOG,
@@ -115,10 +158,13 @@ def _add_estimate(commands) -> None:
                    help="gaussian: cut the support at T*sigma, like scipy's gaussian_filter")
     p.add_argument("--rank", type=int, metavar="R", help="lowrank: the rank")
     p.add_argument("--reg", metavar="NAME",
-                   help="regulariser: ridge, gradient or laplacian (adds LAM·‖Lk‖²)")
+                   help="regulariser: ridge, gradient or laplacian (adds LAM·‖Lk‖²), tv or l1")
     p.add_argument("--lam", metavar="LAM",
                    help="regularisation weight per pixel, or 'auto' (GCV; default)")
     p.add_argument("--ridge", metavar="LAM", help="shorthand for --reg ridge --lam LAM")
+    p.add_argument("--method", metavar="NAME",
+                   help="free kernels: normal (Gram matrix, up to 64x64) or iterative "
+                   "(matrix-free, any size); default: chosen by size and regulariser")
     p.add_argument("--nonneg", action="store_true", help="constrain the kernel to be >= 0")
     p.add_argument("--normalize", metavar="SUM", type=float,
                    help="constrain the kernel to sum to SUM (e.g. 1)")
@@ -126,6 +172,7 @@ def _add_estimate(commands) -> None:
                    help="known noise level of B; with --lam auto: the discrepancy principle")
     p.add_argument("--mask", metavar="M", help="mask image like B: nonzero pixels are used")
     _add_plane_options(p)
+    _add_page(p)
     p.add_argument("-o", "--output", required=True, metavar="KERNEL",
                    help="kernel file: .npy, .csv, .txt, .tif, .fits, or .png (a picture)")
     p.add_argument("--json", metavar="FIT.json", help="also write the whole fit as JSON")
@@ -148,6 +195,7 @@ def _add_apply(commands) -> None:
     p.add_argument("--mode", default="same", choices=("same", "valid", "full"),
                    help="output size: like A (default), A - kernel + 1, or A + kernel - 1")
     _add_plane_options(p)
+    _add_page(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output image: .png, .jpg, .bmp, .tif, .npy, .fits")
     _add_verbosity(p)
@@ -166,6 +214,11 @@ def _add_plane_options(p) -> None:
                        help="use channel N (0 = red) of colour images")
     plane.add_argument("--gray", action="store_true",
                        help="convert colour images to Rec. 709 luma")
+
+
+def _add_page(p) -> None:
+    p.add_argument("--page", type=int, metavar="K",
+                   help="use page K (from 0) of multi-page TIFF images (frame K of a GIF)")
 
 
 def _add_verbosity(p) -> None:
@@ -200,7 +253,7 @@ def _run_estimate(args) -> int:
         options["mask"] = io.read_mask(args.mask)
 
     progress.say(f"fitting {_describe(shape)} kernel on {_describe(b.shape)} pixels ...")
-    fit = _estimate_reporting_warnings(kf.estimate, a, b, shape, options)
+    fit = kf.estimate(a, b, shape, **options)  # its warnings are printed by main()
 
     if not args.quiet:
         print(fit.summary())
@@ -218,7 +271,7 @@ def _run_apply(args) -> int:
     io.check_output_path(args.output, "image")
 
     progress.say(f"reading {args.a}")
-    stored = io.read_array(args.a)
+    stored = io.read_array(args.a, page=args.page)
     a = io.select_plane(stored, channel=args.channel, gray=args.gray, source=args.a)
     progress.decide(a.size)
     progress.say(f"reading {args.kernel}")
@@ -245,17 +298,7 @@ def _run_demo(args) -> int:
 
 def _read(path, args, progress) -> np.ndarray:
     progress.say(f"reading {path}")
-    return io.read_image(path, channel=args.channel, gray=args.gray)
-
-
-def _estimate_reporting_warnings(estimate, a, b, shape, options):
-    """Run the fit; its warnings (e.g. a rank-deficient problem) become one line each."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fit = estimate(a, b, shape, **options)
-    for warning in caught:
-        print(f"kernelfit: warning: {_one_line(warning.message)}", file=sys.stderr)
-    return fit
+    return io.read_image(path, channel=args.channel, gray=args.gray, page=args.page)
 
 
 def _fit_options(args) -> dict:
@@ -277,7 +320,7 @@ def _fit_options(args) -> dict:
         options["model"] = args.model
     if args.loss != "l2":
         options["loss"] = args.loss
-    for name in ("normalize", "noise_std", "f_scale", "truncate", "rank"):
+    for name in ("normalize", "noise_std", "f_scale", "truncate", "rank", "method"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     return options

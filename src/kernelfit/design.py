@@ -115,7 +115,13 @@ def _all_finite(image) -> bool:
 
 
 def _as_mask(mask, b_shape, name) -> np.ndarray:
-    m = np.asarray(mask)
+    if isinstance(mask, (str, bytes)):
+        raise TypeError(f"{name} must be a boolean array (True = usable), got {mask!r}")
+    try:
+        m = np.asarray(mask)
+    except ValueError:
+        raise ValueError(f"{name} is not a rectangular array: its rows have different "
+                         "lengths") from None
     if m.dtype != bool and not np.issubdtype(m.dtype, np.integer):
         raise TypeError(f"{name} must be a boolean array (True = usable), got dtype {m.dtype}")
     if m.shape != tuple(b_shape):

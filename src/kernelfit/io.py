@@ -11,10 +11,13 @@ extension            read                          write
 ``.jpg .jpeg``       8-bit (imageio)               images rounded to 8 bits (lossy codec)
 ``.bmp .gif``        8-bit (imageio)               images rounded to 8 bits
 ``.tif .tiff``       8/16-bit, float (tifffile)    images as float or the input's integer
-                                                   type; kernels as float64
+                     one page (``page=``)          type; kernels as float64
 ``.fits .fit .fts``  as stored (astropy, optional)  float64
 ``.csv .txt``        kernels only                  kernels, full precision (``%.17g``)
 ===================  ============================  =========================================
+
+A file with several pages (a multi-page TIFF) is refused unless ``page=`` says which one to
+read; 1-bit images (and boolean ``.npy`` files) are read as ``uint8`` 0/1.
 
 Every writer goes through a temporary file in the destination's directory that replaces the
 destination only once it is complete, so an interrupted or failed run never leaves a
@@ -70,7 +73,7 @@ _FITS_HINT = "reading and writing FITS needs astropy: pip install kernelfit[fits
 # --------------------------------------------------------------------------------------------
 
 
-def read_image(path, *, channel=None, gray=False) -> np.ndarray:
+def read_image(path, *, channel=None, gray=False, page=None) -> np.ndarray:
     """Read a 2-D image from ``path``, keeping its stored dtype where it is already 2-D.
 
     Parameters
@@ -83,7 +86,11 @@ def read_image(path, *, channel=None, gray=False) -> np.ndarray:
         ``(H, W, C)``), the channel to use, counted from 0.
     gray : bool, default False
         Convert an RGB(A) image to luma with the Rec. 709 weights (0.2126, 0.7152, 0.0722),
-        ignoring alpha.  The result is float64, in the units of the stored values.
+        ignoring alpha (of a gray+alpha image, keep the gray plane).  The result is float64,
+        in the units of the stored values.
+    page : int, optional
+        The page of a multi-page TIFF (or the frame of a GIF) to read, counted from 0.  A
+        multi-page TIFF is refused without it; single-image files only have page 0.
 
     Returns
     -------
@@ -95,8 +102,9 @@ def read_image(path, *, channel=None, gray=False) -> np.ndarray:
     Raises
     ------
     ValueError
-        If the file is missing, unreadable, of an unknown type, empty, not 2-D, or a colour
-        image read without ``channel`` or ``gray``.  The message names the file.
+        If the file is missing, unreadable, of an unknown type, empty, not 2-D, a colour
+        image read without ``channel`` or ``gray``, or a multi-page TIFF read without
+        ``page``.  The message names the file.
 
     Examples
     --------
@@ -106,10 +114,10 @@ def read_image(path, *, channel=None, gray=False) -> np.ndarray:
     >>> read_image(path).shape
     (3, 3)
     """
-    return select_plane(read_array(path), channel=channel, gray=gray, source=path)
+    return select_plane(read_array(path, page=page), channel=channel, gray=gray, source=path)
 
 
-def read_array(path) -> np.ndarray:
+def read_array(path, *, page=None) -> np.ndarray:
     """Read an image file as stored: any number of dimensions, the file's dtype.
 
     Use :func:`select_plane` to turn the result into a 2-D image; :func:`read_image` does
@@ -119,17 +127,19 @@ def read_array(path) -> np.ndarray:
     Parameters
     ----------
     path : str or os.PathLike
+    page : int, optional
+        Page of a multi-page TIFF or frame of a GIF (from 0); see :func:`read_image`.
 
     Returns
     -------
     ndarray
-        A non-empty real numeric array in native byte order.
+        A non-empty real numeric array in native byte order (booleans become ``uint8``).
 
     Raises
     ------
     ValueError
-        Missing file, unknown extension, a reader failure (corrupt or truncated file), or
-        data that is empty or not real numbers.
+        Missing file, unknown extension, a reader failure (corrupt or truncated file), data
+        that is empty or not real numbers, or a multi-page TIFF without ``page``.
 
     Examples
     --------
@@ -146,10 +156,18 @@ def read_array(path) -> np.ndarray:
             f"{path}: unknown image type {ext or '(no extension)'!r}; "
             f"use one of {', '.join(IMAGE_READ_EXTENSIONS)}"
         )
+    page = _check_page(page, path)
+    family = _family(ext)
+    if page not in (None, 0) and family not in ("tiff", "gif"):
+        raise ValueError(
+            f"{path}: page={page} requested, but {ext} files hold a single image (page 0)"
+        )
     if ext in FITS_EXTENSIONS:
         data = _read_fits(path)
+    elif family in ("tiff", "gif"):
+        data = _call_reader(path, lambda p: _IMAGE_READERS[family](p, page))
     else:
-        data = _call_reader(path, _IMAGE_READERS[_family(ext)])
+        data = _call_reader(path, _IMAGE_READERS[family])
     return _check_numeric(data, path)
 
 
@@ -212,6 +230,8 @@ def select_plane(array, *, channel=None, gray=False, source="image") -> np.ndarr
             )
         return arr[..., channel]
     is_colour = n_channels in (3, 4)
+    if gray and n_channels == 2:  # gray + alpha: the gray plane, alpha ignored
+        return arr[..., 0].astype(np.float64)
     if gray:
         if not is_colour:
             raise ValueError(
@@ -226,16 +246,22 @@ def select_plane(array, *, channel=None, gray=False, source="image") -> np.ndarr
             f"{source}: is a colour image (shape {arr.shape}); pick one channel with "
             "channel=N (--channel N) or convert it with gray=True (--gray)"
         )
+    if n_channels == 2:
+        raise ValueError(
+            f"{source}: is a gray+alpha image (shape {arr.shape}); use its gray plane with "
+            "gray=True (--gray) or channel=0 (--channel 0)"
+        )
     raise ValueError(
         f"{source}: expected a 2-D image, got a 3-D array of shape {arr.shape}; pick a plane "
         "on the last axis with channel=N (--channel N)"
     )
 
 
-def read_mask(path) -> np.ndarray:
+def read_mask(path, *, page=None) -> np.ndarray:
     """Read a mask file: nonzero (and finite) pixels are usable, zero or NaN ones are not.
 
     A colour mask counts a pixel as usable when any of its colour channels is nonzero.
+    ``page`` is as in :func:`read_image`.
 
     Examples
     --------
@@ -245,7 +271,7 @@ def read_mask(path) -> np.ndarray:
     >>> read_mask(path).tolist()
     [[False, True], [True, False]]
     """
-    arr = read_array(path)
+    arr = read_array(path, page=page)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
         colour = arr[..., :3]
         return np.all(np.isfinite(colour), axis=-1) & np.any(colour != 0, axis=-1)
@@ -288,9 +314,9 @@ def read_kernel(path) -> np.ndarray:
         data = _read_fits(path)
     elif ext in TEXT_EXTENSIONS:
         delimiter = "," if ext == ".csv" else None
-        data = _call_reader(path, lambda p: np.loadtxt(p, delimiter=delimiter, ndmin=2))
+        data = _call_reader(path, lambda p: _load_text(p, delimiter))
     else:
-        data = _call_reader(path, _IMAGE_READERS[_family(ext)])
+        data = _call_reader(path, _read_tiff if ext in TIFF_EXTENSIONS else _read_npy)
     data = _check_numeric(data, path)
     if data.ndim != 2:
         raise ValueError(f"{path}: a kernel must be 2-D, got an array of shape {data.shape}")
@@ -298,6 +324,8 @@ def read_kernel(path) -> np.ndarray:
 
 
 def _existing_file(path) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path={path!r} must be a file name (str or os.PathLike)")
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such file")
@@ -311,7 +339,31 @@ def _family(ext: str) -> str:
         return "npy"
     if ext in TIFF_EXTENSIONS:
         return "tiff"
+    if ext == ".gif":
+        return "gif"
     return "picture"
+
+
+def _check_page(page, path):
+    if page is None:
+        return None
+    if isinstance(page, bool) or not isinstance(page, (int, np.integer)) or page < 0:
+        raise ValueError(f"{path}: page={page!r} must be a non-negative integer")
+    return int(page)
+
+
+class _Choice(ValueError):
+    """A readable file that needs a decision (which page); reported without 'cannot read'."""
+
+
+def _load_text(path, delimiter):
+    import warnings
+
+    with warnings.catch_warnings():
+        # An empty file gives "input contained no data" as a warning *and* an empty array;
+        # the empty array is reported as an error, so the warning is only noise.
+        warnings.simplefilter("ignore", UserWarning)
+        return np.loadtxt(path, delimiter=delimiter, ndmin=2)
 
 
 def _read_npy(path):
@@ -319,6 +371,7 @@ def _read_npy(path):
     with open(path, "rb") as f:
         if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
             raise ValueError("not a .npy file (no NumPy header)")
+        _check_npy_size(f, os.fstat(f.fileno()).st_size)
     # allow_pickle=False: an .npy file must never be able to run code when it is read.
     return np.load(path, allow_pickle=False)
 
@@ -326,14 +379,38 @@ def _read_npy(path):
 _NPY_MAGIC = b"\x93NUMPY"
 
 
-def _read_picture(path):
+def _check_npy_size(f, file_size) -> None:
+    """Refuse a truncated file (or a forged header) before NumPy allocates what it promises."""
+    from numpy.lib import format as npy_format
+
+    f.seek(0)
+    version = npy_format.read_magic(f)
+    readers = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+    if version not in readers:
+        return  # np.load gives its own message for other versions
+    shape, _, dtype = readers[version](f)
+    if dtype.hasobject:
+        return  # refused by np.load(allow_pickle=False)
+    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    available = file_size - f.tell()
+    if needed > available:
+        raise ValueError(
+            f"truncated: the header promises a {dtype} array of shape {shape} "
+            f"({needed} bytes) but only {available} bytes follow it"
+        )
+
+
+def _read_picture(path, page=None):
     import imageio.v3 as iio
 
     # index=0: the first frame of an animated GIF, and a plain array for single images.
     # plugin="pillow": otherwise a corrupt file is offered to every plugin imageio has
     # (DICOM, video...), which is slow and gives a confusing error.
+    index = 0 if page is None else page
     try:
-        return iio.imread(path, index=0, plugin="pillow")
+        return iio.imread(path, index=index, plugin="pillow")
+    except IndexError as exc:
+        raise _Choice(f"page={page} is out of range: {exc}") from None
     except OSError as exc:
         # imageio's own wording for "Pillow did not recognise the bytes" names no format;
         # say what it means.  Other errors (truncated data...) are specific and kept.
@@ -345,13 +422,36 @@ def _read_picture(path):
         raise
 
 
-def _read_tiff(path):
+def _read_tiff(path, page=None):
     import tifffile
 
-    return tifffile.imread(path)
+    with tifffile.TiffFile(path) as tif:
+        n_pages = len(tif.pages)
+        if page is None:
+            if n_pages > 1:
+                raise _Choice(
+                    f"is a multi-page TIFF with {n_pages} pages; choose one with page=K "
+                    f"(--page K), counted from 0"
+                )
+            return _samples_last(tif.asarray(), tif.series[0].axes)
+        if page >= n_pages:
+            raise _Choice(
+                f"page={page} is out of range; the file has {n_pages} page"
+                f"{'s' if n_pages > 1 else ''} (0 to {n_pages - 1})"
+            )
+        chosen = tif.pages[page]
+        return _samples_last(chosen.asarray(), chosen.axes)
 
 
-_IMAGE_READERS = {"npy": _read_npy, "picture": _read_picture, "tiff": _read_tiff}
+def _samples_last(array, axes):
+    """Put a TIFF's colour samples on the last axis (planar RGB is stored as (3, H, W))."""
+    if "S" in axes and array.ndim == len(axes) and axes.index("S") != len(axes) - 1:
+        return np.moveaxis(array, axes.index("S"), -1)
+    return array
+
+
+_IMAGE_READERS = {"npy": _read_npy, "picture": _read_picture, "gif": _read_picture,
+                  "tiff": _read_tiff}
 
 
 def _read_fits(path):
@@ -379,6 +479,8 @@ def _call_reader(path, reader):
     """Run a third-party reader; its many exception types become one ValueError naming ``path``."""
     try:
         return reader(path)
+    except _Choice as exc:
+        raise ValueError(f"{path}: {exc}") from None
     except ValueError as exc:
         raise ValueError(f"{path}: cannot read the file: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - readers raise OSError, SyntaxError, KeyError...
@@ -396,6 +498,8 @@ def _check_numeric(data, path) -> np.ndarray:
         raise ValueError(f"{path}: holds a single number, not an image")
     if arr.size == 0:
         raise ValueError(f"{path}: the image is empty (shape {arr.shape})")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)  # 1-bit pictures: 0/1, numbers like any other image
     if not arr.dtype.isnative:
         # FITS stores big-endian data; numerical code downstream expects native order.
         arr = arr.astype(arr.dtype.newbyteorder("="))
@@ -423,7 +527,8 @@ def check_output_path(path, kind="image") -> Path:
     Raises
     ------
     ValueError
-        Unknown extension for ``kind``, or a directory that does not exist.
+        Unknown extension for ``kind``, a directory that does not exist or that the user may
+        not write to, or a path that is a directory.
 
     Examples
     --------
@@ -448,6 +553,8 @@ def check_output_path(path, kind="image") -> Path:
         raise ValueError(f"{path}: cannot write, directory {directory} does not exist")
     if path.is_dir():
         raise ValueError(f"{path}: cannot write, it is a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"{path}: cannot write, directory {directory} is not writable")
     return path
 
 
