@@ -254,7 +254,7 @@ A = np.random.default_rng(41).random((12, 12))
     (dict(normalize="one"), ValueError, "normalize='one'"),
     (dict(nonneg=True, normalize=-1.0), ValueError, "impossible with nonneg"),
     (dict(noise_std=0.0), ValueError, "noise_std=0.0"),
-    (dict(shape=65), ValueError, "4225 unknowns"),
+    (dict(reg="tv", method="normal"), ValueError, "proximal method"),
     (dict(center=(5, 5)), ValueError, "outside a kernel"),
 ])
 def test_errors(kwargs, exc, match):

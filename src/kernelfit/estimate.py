@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 
 from ._conventions import normalize_boundary, normalize_shape
 from .design import PreparedPair, prepare_pair
-from .free import MAX_DIRECT_UNKNOWNS, fit_free_direct, uses_direct_path
+from .free import fit_free_direct, fit_free_iterative, uses_direct_path
 from .models import fit_lowrank, fit_powerlaw, fit_radial, fit_separable
 from .models.fit_parametric import fit_parametric
 from .models.parametric import MODEL_CLASSES, KernelModel, make_model
-from .regularisers import QUADRATIC
+from .regularisers import NONSMOOTH, QUADRATIC
 from .result import KernelFit, ResidualImages
+from .solvers import RankDeficientWarning
 
 # Structured models: the fitting function and the estimate() options it takes (estimate's
 # name -> the function's keyword).
@@ -23,13 +25,15 @@ STRUCTURED = {
     "separable": (fit_separable, {}),
     "lowrank": (fit_lowrank, {"rank": "rank"}),
 }
+# Options of the free model's matrix-free path (see solvers.iterative.solve_iterative).
+FREE_OPTIONS = ("tol", "maxiter")
 PARAMETRIC = tuple(MODEL_CLASSES)
 # Options of fit_parametric itself; every other model option goes to the model family.
 PARAMETRIC_FIT_OPTIONS = ("f_scale", "fit_offset", "x0", "n_refine")
 MODELS = ("free",) + tuple(STRUCTURED) + PARAMETRIC
 LOSSES = ("l2", "l1", "huber")
-REGULARISERS = (None,) + QUADRATIC
-METHODS = (None, "normal")
+REGULARISERS = (None,) + QUADRATIC + NONSMOOTH
+METHODS = (None, "normal", "iterative")
 
 
 def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="l2",
@@ -72,28 +76,40 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     loss : {'l2', 'l1', 'huber'}
         Least squares; for the parametric models also the exact least-absolute-deviations
         minimiser (``'l1'``, seed 002's ``Σ|g⊛A − B|``) and Huber (``f_scale=``, units of b).
-    reg : {None, 'ridge', 'gradient', 'laplacian'}
-        Adds ``lam·‖Lk‖²`` to the mean squared residual: ``L`` is the identity (``'ridge'``),
-        the kernel's finite differences (``'gradient'``) or its Laplacian (``'laplacian'``);
-        see :mod:`kernelfit.regularisers`.
+    reg : {None, 'ridge', 'gradient', 'laplacian', 'tv', 'l1'}
+        Adds ``lam·R(k)`` to the mean squared residual: ``R = ‖Lk‖²`` with ``L`` the identity
+        (``'ridge'``), the kernel's finite differences (``'gradient'``) or its Laplacian
+        (``'laplacian'``); the total variation ``Σ|∇k|`` (``'tv'``) or ``Σ|k|`` (``'l1'``),
+        solved matrix-free by FISTA; see :mod:`kernelfit.regularisers`.
     lam : float or 'auto', default 'auto'
-        Regularisation weight per pixel: the objective is ``‖Xk − b‖²/n + lam·‖Lk‖²``, so one
+        Regularisation weight per pixel: the objective is ``‖Xk − b‖²/n + lam·R(k)``, so one
         value means the same on images of any size.  ``'auto'`` chooses it by generalised
-        cross-validation, or by the discrepancy principle when ``noise_std`` is given; the
-        curve searched is in ``fit.info['lambda_selection']``.
+        cross-validation (exact on the direct path, with a randomized trace estimate
+        matrix-free), or by the discrepancy principle when ``noise_std`` is given; ``'tv'``
+        and ``'l1'`` always use the discrepancy principle, estimating the noise level by a
+        GCV-chosen ``'gradient'`` fit when it is not given (several proximal solves: give
+        ``lam`` for speed).  The curve searched is in ``fit.info['lambda_selection']``.
     nonneg : bool, default False
-        Constrain every kernel coefficient to be ``>= 0`` (exactly: an active-set method).
+        Constrain every kernel coefficient to be ``>= 0`` (exactly: an active-set method on
+        the direct path, projection in FISTA matrix-free).
     normalize : float, optional
         Constrain the kernel to sum to this value (e.g. 1.0 for a flux-preserving blur).
     mask : bool array like ``b`` (or list of them), optional
         True where a pixel of ``b`` may be used.
-    method : {None, 'normal'}
-        Solver; ``None`` chooses (currently always the normal equations).
+    method : {None, 'normal', 'iterative'}
+        Solver of the free model.  ``'normal'``: the sufficient statistics and a ``p × p``
+        Gram matrix (exact GCV and standard errors).  ``'iterative'``: matrix-free FFT
+        operator with conjugate gradients or FISTA (any kernel size; ``tol=``, ``maxiter=``;
+        convergence in ``fit.converged``, ``fit.message``, ``fit.info['iterations']`` and
+        ``['history']``; no standard errors).  ``None``: ``'normal'`` up to
+        ``kernelfit.free.MAX_DIRECT_UNKNOWNS`` coefficients and without ``'tv'``/``'l1'``,
+        otherwise ``'iterative'``.
     noise_std : float, optional
         Known noise standard deviation of ``b`` (units of ``b``); with ``lam='auto'`` it selects
         the discrepancy principle.
     **model_options
-        Options of the structured models (see ``model``).
+        Options of the structured and parametric models (see ``model``), and ``tol``,
+        ``maxiter`` of the free model's matrix-free path.
 
     Returns
     -------
@@ -126,8 +142,9 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     if isinstance(model, KernelModel) or model in PARAMETRIC:
         _refuse(model, reg=reg, nonneg=nonneg, method=method)
         pairs = _prepare_pairs(a, b, shape, boundary=boundary, center=center, mask=mask)
-        return _fit_parametric(model, pairs, shape, loss=loss, normalize=normalize,
-                               options=model_options, single=_single(a))
+        return _warn_if_constant(pairs, shape, _fit_parametric(
+            model, pairs, shape, loss=loss, normalize=normalize, options=model_options,
+            single=_single(a)))
     if loss != "l2":
         raise ValueError(f"loss={loss!r} is available for the parametric models "
                          f"{PARAMETRIC}; model={model!r} fits loss='l2'")
@@ -135,18 +152,23 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         options = _structured_options(model, model_options, reg=reg, nonneg=nonneg,
                                       normalize=normalize, method=method)
         pairs = _prepare_pairs(a, b, shape, boundary=boundary, center=center, mask=mask)
-        return _fit_structured(model, pairs, shape, options, single=_single(a))
-    if model_options:
-        raise TypeError(f"estimate() got options {sorted(model_options)} that model='free' "
-                        "does not take")
-    if not uses_direct_path(shape, reg=reg, method=method):
-        raise ValueError(
-            f"shape={shape} has {shape[0] * shape[1]} unknowns; the direct solver handles at "
-            f"most {MAX_DIRECT_UNKNOWNS} (e.g. 64x64)"
-        )
+        return _warn_if_constant(pairs, shape, _fit_structured(model, pairs, shape, options,
+                                                               single=_single(a)))
+    unknown = sorted(set(model_options) - set(FREE_OPTIONS))
+    if unknown:
+        raise TypeError(f"estimate() got options {unknown} that model='free' does not take; "
+                        f"it takes {list(FREE_OPTIONS)}")
+    if method == "normal" and reg in NONSMOOTH:
+        raise ValueError(f"reg={reg!r} is solved by a proximal method: use method=None or "
+                         "'iterative', not 'normal'")
     pairs = _prepare_pairs(a, b, shape, boundary=boundary, center=center, mask=mask)
-    return fit_free_direct(pairs, shape, reg=reg, lam=lam, nonneg=bool(nonneg),
-                           normalize=normalize, noise_std=noise_std, single=_single(a))
+    fitter = fit_free_direct if uses_direct_path(shape, reg=reg, method=method) \
+        else fit_free_iterative
+    if fitter is fit_free_direct and model_options:
+        raise ValueError(f"{sorted(model_options)} apply to the matrix-free path; pass "
+                         "method='iterative'")
+    return fitter(pairs, shape, reg=reg, lam=lam, nonneg=bool(nonneg), normalize=normalize,
+                  noise_std=noise_std, single=_single(a), **model_options)
 
 
 def _refuse(model, **options):
@@ -198,7 +220,20 @@ def _fit_parametric(model, pairs, shape, *, loss, normalize, options, single) ->
 
 
 def _single(a) -> bool:
-    return not isinstance(a, (list, tuple))
+    """One image (an array, or a nested list of numbers), not a list of images."""
+    if not isinstance(a, (list, tuple)):
+        return True
+    return len(a) > 0 and all(np.ndim(row) <= 1 for row in a)
+
+
+def _warn_if_constant(pairs, shape, fit: KernelFit) -> KernelFit:
+    """A constant ``a`` fixes only the kernel's sum: say so (the free model's solver already
+    does, through the Gram matrix's rank)."""
+    if shape[0] * shape[1] > 1 and all(np.ptp(pair.extended) == 0 for pair in pairs):
+        warnings.warn(f"a is constant, so it determines only the kernel's sum, not a kernel "
+                      f"of shape {shape}", RankDeficientWarning, stacklevel=3)
+        fit.converged = False
+    return fit
 
 
 def _check_options(*, model, loss, reg, lam, method, shape, nonneg, normalize, noise_std):
@@ -238,7 +273,7 @@ def _prepare_pairs(a, b, shape, *, boundary, center, mask) -> list[PreparedPair]
     if _single(a) or _single(b) or len(a) != len(b) or len(a) == 0:
         raise ValueError("a and b must both be images, or lists of the same non-zero length")
     masks = [None] * len(a) if mask is None else mask
-    if _single(masks) or len(masks) != len(a):
+    if not isinstance(masks, (list, tuple)) or len(masks) != len(a):
         raise ValueError("with lists of pairs, mask must be None or a list of the same length")
     return [prepare_pair(ai, bi, shape, boundary=boundary, center=center, mask=mi,
                          label=f"[{i}]")

@@ -17,8 +17,10 @@ from .forward import ExtendedSpectrum
 from .regularisers import NONSMOOTH, penalty_matrix
 from .result import KernelFit, ResidualImages
 from .select import choose_lambda
+from .select_iterative import choose_lambda_iterative
 from .solvers import solve_normal_equations
 from .solvers.constrained import solve_quadratic, system_matrix
+from .solvers.iterative import FFTKernelOperator, solve_iterative
 from .stats import choose_method, statistics
 
 # The direct path holds a p×p Gram matrix and factors it in O(p³): 64×64 = 4096 unknowns take
@@ -61,13 +63,66 @@ def fit_free_direct(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, norma
     rss = _residual_sum_of_squares(stats, kernel, residuals)
     noise, cov, stderr, message = _uncertainty(rss, stats.n_used, kernel, cov_unscaled, dof,
                                                message)
-    geometry = pairs[0].geometry
     info["seconds"] = {"statistics": t_stats - started, "total": time.perf_counter() - started}
+    return _free_fit(pairs, kernel, stderr=stderr, cov=cov, residuals=residuals, noise=noise,
+                     lam=lam, n_used=stats.n_used, converged=trusted, message=message,
+                     method="normal", info=info)
+
+
+def fit_free_iterative(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, normalize,
+                       noise_std, single, tol=1e-5, maxiter=None) -> KernelFit:
+    """The matrix-free path: FFT operator, CG or FISTA (:mod:`kernelfit.solvers.iterative`).
+
+    ``lam='auto'`` is chosen by :func:`kernelfit.select_iterative.choose_lambda_iterative`
+    and its solution warm-starts the final solve.  Standard errors are not computed here (the
+    covariance is a ``p × p`` matrix this path exists to avoid).  ``fit.noise_std`` is
+    ``RSS/(n − p)`` without regularisation, the GCV fit's ``RSS/(n − tr H)`` for a quadratic
+    regulariser, and the level used by the discrepancy principle for ``'tv'``/``'l1'``.
+    """
+    started = time.perf_counter()
+    op = FFTKernelOperator(pairs, shape)
+    info = {"n_pairs": len(pairs)}
+    x0, noise = None, float("nan")
+    if reg is not None and lam == "auto":
+        selection = choose_lambda_iterative(op, reg, noise_std=noise_std, nonneg=nonneg,
+                                            total=normalize)
+        choice, x0, noise = selection.choice, selection.kernel, selection.noise_std
+        lam = choice.lam
+        info["lambda_selection"] = {"criterion": choice.criterion, "lams": choice.lams,
+                                    "scores": choice.scores, "edf": choice.edf,
+                                    "message": choice.message}
+    lam = float(lam) if reg is not None else 0.0
+    solution = solve_iterative(op, shape, reg=reg, lam=lam, nonneg=nonneg, total=normalize,
+                               x0=x0, tol=tol, maxiter=maxiter)
+    kernel = solution.kernel
+    info.update(iterations=solution.iterations, history=solution.history,
+                solver=solution.method, objective=solution.objective)
+    message = solution.message
+    if reg is None:
+        # Unregularised: the parameters are the coefficients (those held at 0 excluded).
+        dof = float(np.count_nonzero(kernel) if nonneg else kernel.size)
+        noise, _, _, message = _uncertainty(op.residual_sum_of_squares(kernel), op.n_used,
+                                            kernel, None, dof, message)
+    elif np.isnan(noise):
+        message += ("; the noise level is estimated only with lam='auto' (it needs the "
+                    "effective number of parameters)")
+    message += "; standard errors are not computed on the matrix-free path"
+    info["seconds"] = {"total": time.perf_counter() - started}
+    return _free_fit(pairs, kernel, stderr=None, cov=None,
+                     residuals=ResidualImages(pairs, None, kernel, single=single),
+                     noise=noise, lam=lam if reg is not None else None, n_used=op.n_used,
+                     converged=solution.converged, message=message, method="iterative",
+                     info=info)
+
+
+def _free_fit(pairs, kernel, *, stderr, cov, residuals, noise, lam, n_used, converged,
+              message, method, info) -> KernelFit:
+    geometry = pairs[0].geometry
     return KernelFit(
-        kernel=kernel, shape=shape, center=geometry.center, boundary=geometry.boundary,
-        model="free", params={}, stderr=stderr, cov=cov, background=None, _residual=residuals,
-        noise_std=noise, lam=lam, n_used=stats.n_used, converged=trusted, message=message,
-        method="normal", info=info,
+        kernel=kernel, shape=kernel.shape, center=geometry.center,
+        boundary=geometry.boundary, model="free", params={}, stderr=stderr, cov=cov,
+        background=None, _residual=residuals, noise_std=noise, lam=lam, n_used=n_used,
+        converged=converged, message=message, method=method, info=info,
     )
 
 

@@ -80,6 +80,11 @@ NONSMOOTH = ("tv", "l1")
 # hardest case measured (seed 000, laplacian); proximal methods converge more slowly.
 _CG_MAXITER = 3000
 _PROX_MAXITER = 5000
+# Inner iterations of the TV proximal map per outer step.  Its dual is warm-started, so a
+# cap costs little accuracy: on seed 000 (TV + nonneg, tol 1e-5) a cap of 100 converged in
+# 605 outer steps and 32 s against ~100 s with 1000, to the same error (0.128 vs 0.131);
+# a cap of 20 stalled (3000 steps, not converged).
+_PROX_TV_MAXITER = 100
 
 
 # --------------------------------------------------------------------------------------------
@@ -1032,7 +1037,7 @@ def _fista(op, reg, lam, nonneg, total, x0, tol, maxiter, callback):
             return project(v, nonneg=nonneg, total=total, threshold=t)
         if reg == "tv":
             x, dual[0], used = _prox_tv(v, t, constrain, dual[0], tol=inner_tol[0],
-                                        maxiter=1000)
+                                        maxiter=_PROX_TV_MAXITER)
             inner_work[0] += used
             return x
         return constrain(v)
