@@ -11,6 +11,7 @@ Three parts, each printing errors, times and the target it is checked against:
    unconstrained least squares and scipy's ``nnls`` on im2col.
 3. GCV: on six cases (kernels, noise levels, image sizes) the error of the kernel at the
    GCV-chosen λ against the best λ in hindsight on a fine grid (target ratio ≤ 1.3).
+4. Where the matrix-free path overtakes the direct one (unregularised, growing kernels).
 
 Run from the repository root::
 
@@ -59,7 +60,11 @@ def part_seed000(seeds=(0, 1, 2)):
         runs = [("radial", dict(model="radial"), 0.10),
                 ("powerlaw", dict(model="powerlaw"), 0.01)]
         if _has_matrix_free_path():
-            runs.append(("free, laplacian, lam=auto", dict(reg="laplacian"), 0.50))
+            runs += [("free, laplacian, lam=auto", dict(reg="laplacian"), 0.50),
+                     ("free, gradient, lam=auto", dict(reg="gradient"), 0.50),
+                     ("free, gradient, nonneg, auto", dict(reg="gradient", nonneg=True), 0.50)]
+            if seed == seeds[0]:
+                runs.append(("free, tv, nonneg, auto", dict(reg="tv", nonneg=True), 0.50))
         for name, options, target in runs:
             fit, seconds = timed(kf.estimate, src, tgt, kernel.shape, boundary="fill", **options)
             err = rel_err(fit.kernel, kernel)
@@ -203,13 +208,47 @@ def part_gcv(regs=("laplacian", "gradient", "ridge")):
         print(f"   {verdict(worst[reg] <= 1.3)}  reg={reg!r}: worst ratio {worst[reg]:.2f}")
 
 
+# --- part 4 ---------------------------------------------------------------------------------
+
+
+def part_crossover(sizes=(21, 31, 41, 51, 64, 75)):
+    """Direct (Gram matrix) against matrix-free, unregularised, to place MAX_DIRECT_UNKNOWNS."""
+    from kernelfit.free import MAX_DIRECT_UNKNOWNS
+    from skimage import data
+
+    print("4. Direct vs matrix-free, unregularised free kernel: camera 512², 'valid', "
+          "noise 1 %")
+    print("   matrix-free at tol=1e-10 (converged to the same least-squares kernel: 'vs direct'"
+          " is the relative difference) and at the default tol=1e-5 (stops early)")
+    print(f"   {'kernel':>7} {'direct s':>9} {'direct err':>11} {'mf 1e-10 s':>11} "
+          f"{'vs direct':>10} {'its':>6} {'mf 1e-5 s':>10} {'err':>7} {'its':>5}")
+    rng = np.random.default_rng(4)
+    a = data.camera().astype(float) / 255.0
+    for size in sizes:
+        k = gaussian_kernel(size, size / 8, size / 12, 30)
+        clean = kf.convolve(a, k, mode="valid")
+        b = clean + rng.normal(0, 0.01 * clean.std(), clean.shape)
+        direct, kernel = ("-", "-"), None
+        if size * size <= 2 * MAX_DIRECT_UNKNOWNS:
+            fit, seconds = timed(kf.estimate, a, b, size, method="normal")
+            direct, kernel = (f"{seconds:.2f}", f"{rel_err(fit.kernel, k):.4f}"), fit.kernel
+        tight, t_tight = timed(kf.estimate, a, b, size, method="iterative", tol=1e-10,
+                               maxiter=50000)
+        same = "-" if kernel is None else f"{rel_err(tight.kernel, kernel):.1e}"
+        loose, t_loose = timed(kf.estimate, a, b, size, method="iterative")
+        print(f"   {size:>4}x{size:<2} {direct[0]:>9} {direct[1]:>11} {t_tight:11.2f} "
+              f"{same:>10} {tight.info['iterations']:>6} {t_loose:10.2f} "
+              f"{rel_err(loose.kernel, k):7.4f} {loose.info['iterations']:>5}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="1,2,3", help="comma list of parts to run")
+    parser.add_argument("--parts", default="1,2,3,4", help="comma list of parts to run")
     args = parser.parse_args()
     parts = {int(p) for p in args.parts.split(",")}
     print(f"kernelfit regularisation benchmark  {time.strftime('%Y-%m-%d %H:%M')}")
-    for number, part in ((1, part_seed000), (2, part_motion), (3, part_gcv)):
+    for number, part in ((1, part_seed000), (2, part_motion), (3, part_gcv),
+                         (4, part_crossover)):
         if number in parts:
             part()
             print()

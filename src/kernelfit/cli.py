@@ -163,7 +163,7 @@ def _add_estimate(commands) -> None:
                    help="regularisation weight per pixel, or 'auto' (GCV; default)")
     p.add_argument("--ridge", metavar="LAM", help="shorthand for --reg ridge --lam LAM")
     p.add_argument("--method", metavar="NAME",
-                   help="free kernels: normal (Gram matrix, up to 64x64) or iterative "
+                   help="free kernels: normal (Gram matrix; default up to 51x51) or iterative "
                    "(matrix-free, any size); default: chosen by size and regulariser")
     p.add_argument("--nonneg", action="store_true", help="constrain the kernel to be >= 0")
     p.add_argument("--normalize", metavar="SUM", type=float,

@@ -102,8 +102,10 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         operator with conjugate gradients or FISTA (any kernel size; ``tol=``, ``maxiter=``;
         convergence in ``fit.converged``, ``fit.message``, ``fit.info['iterations']`` and
         ``['history']``; no standard errors).  ``None``: ``'normal'`` up to
-        ``kernelfit.free.MAX_DIRECT_UNKNOWNS`` coefficients and without ``'tv'``/``'l1'``,
-        otherwise ``'iterative'``.
+        ``kernelfit.free.MAX_DIRECT_UNKNOWNS`` (51×51) coefficients and without
+        ``'tv'``/``'l1'``, otherwise ``'iterative'``.  Without a regulariser the matrix-free
+        path stops at ``tol`` (default 1e-5), which regularises like early stopping; pass
+        ``tol=1e-10`` for the least-squares kernel itself.
     noise_std : float, optional
         Known noise standard deviation of ``b`` (units of ``b``); with ``lam='auto'`` it selects
         the discrepancy principle.

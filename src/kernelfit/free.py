@@ -23,9 +23,12 @@ from .solvers.constrained import solve_quadratic, system_matrix
 from .solvers.iterative import FFTKernelOperator, solve_iterative
 from .stats import choose_method, statistics
 
-# The direct path holds a p×p Gram matrix and factors it in O(p³): 64×64 = 4096 unknowns take
-# a few seconds and 134 MB.  Larger kernels go to the matrix-free path.
-MAX_DIRECT_UNKNOWNS = 4096
+# The direct path holds a p×p Gram matrix and factors it in O(p³); the matrix-free path costs
+# O(N log N) per iteration.  Measured (benchmarks/bench_regularisation.py part 4, 512² photo,
+# unregularised, matrix-free converged to 1e-10): 41² 0.9 s vs 1.6 s, 51² 2.4 s vs 2.2 s,
+# 64² 7.9 s vs 3.1 s.  The direct path also gives exact GCV and standard errors, so it keeps
+# everything up to the crossing, 51×51.
+MAX_DIRECT_UNKNOWNS = 51 * 51
 
 
 def uses_direct_path(shape, *, reg, method) -> bool:
