@@ -171,6 +171,13 @@ def _add_estimate(commands) -> None:
     p.add_argument("--noise-std", metavar="SIGMA", type=float,
                    help="known noise level of B; with --lam auto: the discrepancy principle")
     p.add_argument("--mask", metavar="M", help="mask image like B: nonzero pixels are used")
+    p.add_argument("--saturation", metavar="LEVEL",
+                   help="B pixels at or above LEVEL are clipped and not used; 'auto' detects "
+                   "a clipped ceiling")
+    p.add_argument("--saturation-a", metavar="LEVEL",
+                   help="the same for A (drops every B pixel whose footprint touches one)")
+    p.add_argument("--background", metavar="D", type=int,
+                   help="fit a polynomial background of degree D (0: an offset) with the kernel")
     _add_plane_options(p)
     _add_page(p)
     p.add_argument("-o", "--output", required=True, metavar="KERNEL",
@@ -320,9 +327,14 @@ def _fit_options(args) -> dict:
         options["model"] = args.model
     if args.loss != "l2":
         options["loss"] = args.loss
-    for name in ("normalize", "noise_std", "f_scale", "truncate", "rank", "method"):
+    for name in ("normalize", "noise_std", "f_scale", "truncate", "rank", "method",
+                 "background"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
+    for name in ("saturation", "saturation_a"):
+        text = getattr(args, name)
+        if text is not None:
+            options[name] = parse_level(text, "--" + name.replace("_", "-"))
     return options
 
 
@@ -389,6 +401,16 @@ def parse_pair(text: str, option: str) -> tuple[int, int]:
     if not match:
         raise ValueError(f"{option} {text!r} must be two non-negative integers Y,X, e.g. 2,2")
     return int(match.group(1)), int(match.group(2))
+
+
+def parse_level(text: str, option: str):
+    """A saturation level: a number, or 'auto'."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: expected a number or 'auto'") from None
 
 
 def parse_lam(text: str, option: str = "--lam"):

@@ -5,16 +5,26 @@ of ``b`` can be used, and hands the statistics a finite extended image and a fin
 
 * pixels of ``b`` that are NaN/inf, or that the user's ``mask`` marks False, are dropped;
 * NaN/inf in ``a`` drop every pixel of ``b`` whose kernel footprint touches them (they are set
-  to 0 in the extended image, which is harmless because no used pixel sees them).
+  to 0 in the extended image, which is harmless because no used pixel sees them);
+* ``saturation=`` drops the pixels of ``b`` at or above a ceiling (given, or found by
+  :func:`~kernelfit.defects.detect_saturation` with ``'auto'``); ``saturation_a=`` drops every
+  pixel of ``b`` whose footprint touches a pixel of ``a`` at or above its ceiling, like a NaN in
+  ``a``.  Only ``a``'s mask is grown: see :mod:`kernelfit.defects` for why.
+
+For boundaries other than 'valid' the padded values of ``a`` follow the boundary rule, so a
+NaN or saturated pixel on ``a``'s edge also spoils the outputs that see its padded copies.
+What was found (ceilings, counts) is kept in ``PreparedPair.notes``, and the rounding noise of
+integer inputs in ``PreparedPair.quantisation_var`` / ``quantisation_var_a``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._conventions import Geometry, as_image, make_geometry, normalize_shape, output_size_of
+from .defects import check_saturation_option, detect_saturation, quantisation_variance
 from .forward import convolve_extended
 
 
@@ -33,6 +43,16 @@ class PreparedPair:
         Which pixels of ``b_used`` enter the fit; ``None`` means all of them.
     b_shape : tuple of int
         Shape of the whole ``b``.
+    notes : dict
+        What the defect handling found, JSON-friendly, for ``fit.info``.  With ``saturation=``:
+        ``saturation_b`` (the level, or None when 'auto' found no ceiling), ``n_saturated_b``
+        (pixels of the whole ``b`` at or above it), ``saturation_b_message``; with
+        ``saturation_a=``: ``saturation_a``, ``n_saturated_a`` (pixels of ``a``),
+        ``n_dropped_by_saturation_a`` (pixels of the used rectangle of ``b`` whose footprint
+        touches them), ``saturation_a_message``.  Empty when neither option is given.
+    quantisation_var, quantisation_var_a : float
+        Rounding-noise variance of ``b`` and of ``a`` (1/12 for integer input, else 0); see
+        :func:`~kernelfit.defects.quantisation_variance` and :meth:`quantisation_floor`.
     """
 
     geometry: Geometry
@@ -40,10 +60,32 @@ class PreparedPair:
     b_used: np.ndarray
     use: np.ndarray | None
     b_shape: tuple[int, int]
+    notes: dict = field(default_factory=dict)
+    quantisation_var: float = 0.0
+    quantisation_var_a: float = 0.0
 
     @property
     def n_used(self) -> int:
         return self.b_used.size if self.use is None else int(self.use.sum())
+
+    def used_map(self) -> np.ndarray:
+        """Boolean map shaped like the whole ``b``: True where the pixel entered the fit.
+
+        Pixels outside the used rectangle (e.g. the border of a 'valid' fit) are False.
+        """
+        out = np.zeros(self.b_shape, bool)
+        out[self.geometry.used] = True if self.use is None else self.use
+        return out
+
+    def quantisation_floor(self, kernel=None) -> float:
+        """Rounding-noise variance of a residual: ``q_b + ‖kernel‖² · q_a``.
+
+        Without ``kernel`` only ``b``'s part; see :mod:`kernelfit.defects` for its use.
+        """
+        floor = self.quantisation_var
+        if kernel is not None and self.quantisation_var_a:
+            floor += float(np.sum(np.square(kernel))) * self.quantisation_var_a
+        return floor
 
     def residual(self, kernel, spectrum=None) -> np.ndarray:
         """``b − a ⊛ kernel`` shaped like ``b``, NaN where a pixel was not used.
@@ -67,11 +109,15 @@ class PreparedPair:
         return out
 
 
-def prepare_pair(a, b, shape, *, boundary, center=None, mask=None, label="") -> PreparedPair:
+def prepare_pair(a, b, shape, *, boundary, center=None, mask=None, label="",
+                 saturation=None, saturation_a=None) -> PreparedPair:
     """Validate one pair ``(a, b)`` and work out the usable pixels.
 
     ``label`` (e.g. ``"[2]"``) is appended to parameter names in error messages when the user
-    passed lists of pairs.
+    passed lists of pairs.  ``saturation`` (for ``b``) and ``saturation_a`` are ``None``, a
+    level > 0 (pixels ``>=`` it are saturated) or ``'auto'`` (detect a clipped ceiling; see
+    :func:`~kernelfit.defects.detect_saturation`).  A saturated pixel of ``b`` is dropped by
+    itself; one of ``a`` drops every pixel of ``b`` whose footprint touches it.
 
     Examples
     --------
@@ -79,9 +125,18 @@ def prepare_pair(a, b, shape, *, boundary, center=None, mask=None, label="") -> 
     >>> b = np.ones((6, 6)); b[0, 0] = np.nan
     >>> prepare_pair(np.ones((6, 6)), b, 3, boundary="fill").n_used
     35
+    >>> b = np.arange(36.0).reshape(6, 6)
+    >>> pair = prepare_pair(np.ones((6, 6)), b, 3, boundary="fill", saturation=30)
+    >>> pair.n_used, pair.notes["n_saturated_b"]
+    (30, 6)
     """
+    saturation = check_saturation_option(saturation, "saturation")
+    saturation_a = check_saturation_option(saturation_a, "saturation_a")
+    a_given, b_given = a, b
     a = as_image(a, f"a{label}")
     b = as_image(b, f"b{label}")
+    # From the dtype as given (valid now): as_image has made integers float64.
+    q_a, q_b = quantisation_variance(a_given), quantisation_variance(b_given)
     for name, image in (("b", b), ("a", a)):
         if not _all_finite(image) and not np.isfinite(image).any():
             raise ValueError(f"{name}{label} has no finite pixels")
@@ -92,20 +147,60 @@ def prepare_pair(a, b, shape, *, boundary, center=None, mask=None, label="") -> 
     extended = geometry.extend(np.asarray(a, dtype=np.float64))
     b_used = np.asarray(geometry.crop(b), dtype=np.float64)
     use = np.ones(b_used.shape, bool) if _all_finite(b_used) else np.isfinite(b_used)
-    if not _all_finite(extended):
+    notes = {}
+    finite_a = _all_finite(extended)
+    if saturation_a is not None:
+        level_a, message = _ceiling(a, saturation_a)
+        notes.update(saturation_a=level_a, saturation_a_message=message,
+                     n_saturated_a=_count_at_or_above(a, level_a),
+                     n_dropped_by_saturation_a=0)
+        if level_a is not None:
+            # NaN >= level is False: NaN pixels are handled below, not counted here.
+            spoiled = _touches(extended >= np.float64(level_a), geometry.kernel_shape)
+            notes["n_dropped_by_saturation_a"] = int(np.count_nonzero(spoiled))
+            use &= ~spoiled
+    if not finite_a:
         bad_a = ~np.isfinite(extended)
         use &= ~_touches(bad_a, geometry.kernel_shape)
         extended = np.where(bad_a, 0.0, extended)
+    if saturation is not None:
+        # No growth: a clipped b pixel is wrong by itself (clipping follows the convolution).
+        level_b, message = _ceiling(b, saturation)
+        notes.update(saturation_b=level_b, saturation_b_message=message,
+                     n_saturated_b=_count_at_or_above(b, level_b))
+        if level_b is not None:
+            use &= ~(b_used >= np.float64(level_b))
     if mask is not None:
         use &= geometry.crop(_as_mask(mask, b.shape, f"mask{label}"))
     if not use.any():
         raise ValueError(
-            f"no usable pixel is left in b{label}: every pixel is masked, non-finite, or has "
-            "a non-finite pixel of a under its kernel footprint"
+            f"no usable pixel is left in b{label}: every pixel is masked, non-finite"
+            + (", saturated" if saturation is not None else "") + ", or has a non-finite"
+            + (" or saturated" if saturation_a is not None else "")
+            + " pixel of a under its kernel footprint"
         )
     if not use.all():
         b_used = np.where(use, b_used, 0.0)
-    return PreparedPair(geometry, extended, b_used, None if use.all() else use, b.shape)
+    return PreparedPair(geometry, extended, b_used, None if use.all() else use, b.shape,
+                        notes=notes, quantisation_var=q_b, quantisation_var_a=q_a)
+
+
+def _ceiling(image, option) -> tuple[float | None, str]:
+    """The saturation level for ``option`` (a float or 'auto') and a line saying so."""
+    if option == "auto":
+        report = detect_saturation(image)
+        return report.level, report.message
+    return option, f"saturation level {option:.6g} given"
+
+
+def _count_at_or_above(image, level) -> int:
+    """Finite pixels ``>= level`` (compared in float64, as the masks are), 0 for no level."""
+    if level is None:
+        return 0
+    at_or_above = image >= np.float64(level)
+    if not _all_finite(image):
+        at_or_above &= np.isfinite(image)
+    return int(np.count_nonzero(at_or_above))
 
 
 def _all_finite(image) -> bool:

@@ -8,9 +8,12 @@ import warnings
 import numpy as np
 
 from ._conventions import normalize_boundary, normalize_shape
+from .background import check_degree, fitted_background, profiled_statistics
+from .defects import check_saturation_option
 from .design import PreparedPair, prepare_pair
 from .free import fit_free_direct, fit_free_iterative, uses_direct_path
 from .models import fit_lowrank, fit_powerlaw, fit_radial, fit_separable
+from .models._common import MAX_STATISTICS_UNKNOWNS
 from .models.fit_parametric import fit_parametric
 from .models.parametric import MODEL_CLASSES, KernelModel, make_model
 from .regularisers import NONSMOOTH, QUADRATIC
@@ -38,7 +41,8 @@ METHODS = (None, "normal", "iterative")
 
 def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="l2",
              reg=None, lam="auto", nonneg=False, normalize=None, mask=None, method=None,
-             noise_std=None, **model_options) -> KernelFit:
+             noise_std=None, background=None, saturation=None, saturation_a=None,
+             **model_options) -> KernelFit:
     """Estimate the kernel ``k`` with ``b ≈ a ⊛ k`` by least squares.
 
     Parameters
@@ -95,7 +99,10 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     normalize : float, optional
         Constrain the kernel to sum to this value (e.g. 1.0 for a flux-preserving blur).
     mask : bool array like ``b`` (or list of them), optional
-        True where a pixel of ``b`` may be used.
+        True where a pixel of ``b`` may be used.  The pixels finally used (after NaN,
+        saturation and the mask) are mapped in ``fit.info['used']``.  Integer ``b`` carries
+        its rounding variance 1/12 (``fit.info['quantisation_var']``): the discrepancy
+        principle aims at ``noise_std² + 1/12`` and ``fit.noise_std`` is never below it.
     method : {None, 'normal', 'iterative'}
         Solver of the free model.  ``'normal'``: the sufficient statistics and a ``p × p``
         Gram matrix (exact GCV and standard errors).  ``'iterative'``: matrix-free FFT
@@ -109,6 +116,22 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     noise_std : float, optional
         Known noise standard deviation of ``b`` (units of ``b``); with ``lam='auto'`` it selects
         the discrepancy principle.
+    saturation : float or 'auto', optional
+        Pixels of ``b`` at or above this level are clipped (a sensor's full well, 255 of an
+        8-bit file) and are not used; ``'auto'`` detects such a ceiling (a plateau of many
+        pixels at the maximum) and reports it in ``fit.info['saturation_b']``.  Only the
+        clipped pixels themselves are dropped: clipping happens after the blur.
+    saturation_a : float or 'auto', optional
+        The same for ``a``: every pixel of ``b`` whose footprint touches a clipped pixel of
+        ``a`` is dropped (like NaN in ``a``).
+    background : int, optional
+        Fit a polynomial background of this degree (0: a constant offset, 1: a plane, ...)
+        per image pair jointly with the kernel: ``b ≈ a ⊛ k + Σ β_t T_t``, ``T_t`` Legendre
+        products on coordinates scaled to [−1, 1] over the used pixels.  It is minimised out
+        of the statistics exactly (:mod:`kernelfit.background`); ``fit.background`` holds
+        ``β`` (a list for several pairs), ``fit.info['background']`` the same as monomials,
+        and ``fit.residual`` has it subtracted.  Available for the free model's direct path,
+        the structured models up to 64×64 and the parametric models with ``loss='l2'``.
     **model_options
         Options of the structured and parametric models (see ``model``), and ``tol``,
         ``maxiter`` of the free model's matrix-free path.
@@ -139,23 +162,31 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     """
     shape = normalize_shape(shape)
     boundary = normalize_boundary(boundary)
+    background = check_degree(background)
+    check_saturation_option(saturation, "saturation")
+    check_saturation_option(saturation_a, "saturation_a")
+    prepare = dict(boundary=boundary, center=center, mask=mask, saturation=saturation,
+                   saturation_a=saturation_a)
     _check_options(model=model, loss=loss, reg=reg, lam=lam, method=method, shape=shape,
                    nonneg=nonneg, normalize=normalize, noise_std=noise_std)
     if isinstance(model, KernelModel) or model in PARAMETRIC:
         _refuse(model, reg=reg, nonneg=nonneg, method=method)
-        pairs = _prepare_pairs(a, b, shape, boundary=boundary, center=center, mask=mask)
+        if background is not None and loss != "l2":
+            raise ValueError(f"background={background} is available with loss='l2'; "
+                             f"loss={loss!r} does not fit one yet")
+        pairs = _prepare_pairs(a, b, shape, **prepare)
         return _warn_if_constant(pairs, shape, _fit_parametric(
             model, pairs, shape, loss=loss, normalize=normalize, options=model_options,
-            single=_single(a)))
+            single=_single(a), background=background))
     if loss != "l2":
         raise ValueError(f"loss={loss!r} is available for the parametric models "
                          f"{PARAMETRIC}; model={model!r} fits loss='l2'")
     if model in STRUCTURED:
         options = _structured_options(model, model_options, reg=reg, nonneg=nonneg,
                                       normalize=normalize, method=method)
-        pairs = _prepare_pairs(a, b, shape, boundary=boundary, center=center, mask=mask)
-        return _warn_if_constant(pairs, shape, _fit_structured(model, pairs, shape, options,
-                                                               single=_single(a)))
+        pairs = _prepare_pairs(a, b, shape, **prepare)
+        return _warn_if_constant(pairs, shape, _fit_structured(
+            model, pairs, shape, options, single=_single(a), background=background))
     unknown = sorted(set(model_options) - set(FREE_OPTIONS))
     if unknown:
         raise TypeError(f"estimate() got options {unknown} that model='free' does not take; "
@@ -163,14 +194,25 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     if method == "normal" and reg in NONSMOOTH:
         raise ValueError(f"reg={reg!r} is solved by a proximal method: use method=None or "
                          "'iterative', not 'normal'")
-    pairs = _prepare_pairs(a, b, shape, boundary=boundary, center=center, mask=mask)
+    pairs = _prepare_pairs(a, b, shape, **prepare)
     fitter = fit_free_direct if uses_direct_path(shape, reg=reg, method=method) \
         else fit_free_iterative
-    if fitter is fit_free_direct and model_options:
-        raise ValueError(f"{sorted(model_options)} apply to the matrix-free path; pass "
-                         "method='iterative'")
-    return fitter(pairs, shape, reg=reg, lam=lam, nonneg=bool(nonneg), normalize=normalize,
-                  noise_std=noise_std, single=_single(a), **model_options)
+    if fitter is fit_free_direct:
+        if model_options:
+            raise ValueError(f"{sorted(model_options)} apply to the matrix-free path; pass "
+                             "method='iterative'")
+        model_options = {"background": background}
+    elif background is not None:
+        raise ValueError(f"background={background} is not available on the matrix-free path "
+                         f"(reg={reg!r}, method={method!r}, shape={shape}); use a quadratic "
+                         "or no regulariser and a kernel of at most 51x51")
+    if noise_std is not None:
+        # The discrepancy principle's target is the whole noise: the sensor's and the
+        # rounding of integer images (LSB²/12, see kernelfit.defects).
+        noise_std = float(np.sqrt(noise_std ** 2 + _quantisation_floor(pairs)))
+    return _annotate(pairs, fitter(pairs, shape, reg=reg, lam=lam, nonneg=bool(nonneg),
+                                   normalize=normalize, noise_std=noise_std,
+                                   single=_single(a), **model_options))
 
 
 def _refuse(model, **options):
@@ -190,34 +232,64 @@ def _structured_options(model, model_options, *, reg, nonneg, normalize, method)
     return {accepted[name]: value for name, value in model_options.items()}
 
 
-def _fit_structured(model, pairs, shape, options, *, single) -> KernelFit:
+def _fit_structured(model, pairs, shape, options, *, single, background) -> KernelFit:
     fitter = STRUCTURED[model][0]
+    stats, terms, fitted, info = _profile_background(pairs, shape, background, model=model)
+    if stats is not None:
+        options = dict(options, statistics=stats)
     result = fitter(pairs, shape, **options)
+    if terms is not None:
+        fitted, info = fitted_background(terms, result.kernel, single=single)
     stderr = dict(result.stderr)
     geometry = pairs[0].geometry
     return KernelFit(
         kernel=result.kernel, shape=shape, center=geometry.center, boundary=geometry.boundary,
-        model=model, params=result.params, stderr=stderr, cov=result.cov, background=None,
-        _residual=ResidualImages(pairs, None, result.kernel, single=single),
-        noise_std=result.noise_std, lam=None, n_used=result.n_used,
+        model=model, params=result.params, stderr=stderr, cov=result.cov, background=fitted,
+        _residual=ResidualImages(pairs, None, result.kernel, single=single, backgrounds=terms),
+        noise_std=result.noise_std, lam=None,
+        n_used=result.n_used if stats is None else stats.n_pixels,
         converged=result.converged, message=result.message, method=result.method,
-        info=dict(result.info, rss=result.rss, dof=result.dof),
+        info=dict(result.info, rss=result.rss, dof=result.dof,
+                  **({"background": info} if info else {})),
     )
 
 
-def _fit_parametric(model, pairs, shape, *, loss, normalize, options, single) -> KernelFit:
+def _profile_background(pairs, shape, background, *, model):
+    """Profiled statistics for a model fitted on them: ``(stats, terms, None, {})``, or all
+    empty without a background."""
+    if background is None:
+        return None, None, None, {}
+    if shape[0] * shape[1] > MAX_STATISTICS_UNKNOWNS:
+        raise ValueError(f"background={background} with model={model!r} needs the sufficient "
+                         f"statistics, so at most {MAX_STATISTICS_UNKNOWNS} kernel pixels; "
+                         f"shape={shape} has {shape[0] * shape[1]}")
+    stats, terms, _ = profiled_statistics(pairs, shape, background)
+    return stats, terms, None, {}
+
+
+def _fit_parametric(model, pairs, shape, *, loss, normalize, options, single,
+                    background) -> KernelFit:
     fit_options = {k: v for k, v in options.items() if k in PARAMETRIC_FIT_OPTIONS}
     family = make_model(model, **{k: v for k, v in options.items()
                                   if k not in PARAMETRIC_FIT_OPTIONS})
-    result = fit_parametric(pairs, family, shape, loss=loss, normalize=normalize, **fit_options)
+    stats, terms, fitted, info = _profile_background(pairs, shape, background,
+                                                     model=family.name)
+    result = fit_parametric(pairs if stats is None else stats, family, shape, loss=loss,
+                            normalize=normalize, **fit_options)
+    n_used = result.n_used
+    if terms is not None:
+        fitted, info = fitted_background(terms, result.kernel, single=single)
+        n_used = stats.n_pixels
     geometry = pairs[0].geometry
     return KernelFit(
         kernel=result.kernel, shape=shape, center=geometry.center, boundary=geometry.boundary,
         model=family.name, params=result.params, stderr=result.stderr, cov=result.cov,
-        background=None, _residual=ResidualImages(pairs, None, result.kernel, single=single),
-        noise_std=result.noise_std, lam=None, n_used=result.n_used,
+        background=fitted,
+        _residual=ResidualImages(pairs, None, result.kernel, single=single, backgrounds=terms),
+        noise_std=result.noise_std, lam=None, n_used=n_used,
         converged=result.converged, message=result.message, method=f"parametric-{loss}",
-        info=dict(result.info, objective=result.objective, free=result.free, loss=loss),
+        info=dict(result.info, objective=result.objective, free=result.free, loss=loss,
+                  **({"background": info} if info else {})),
     )
 
 
@@ -235,7 +307,46 @@ def _warn_if_constant(pairs, shape, fit: KernelFit) -> KernelFit:
         warnings.warn(f"a is constant, so it determines only the kernel's sum, not a kernel "
                       f"of shape {shape}", RankDeficientWarning, stacklevel=3)
         fit.converged = False
+    return _annotate(pairs, fit)
+
+
+def _annotate(pairs, fit: KernelFit) -> KernelFit:
+    """Record what preparing the pairs found: the used pixels, saturation, quantisation."""
+    single = len(pairs) == 1
+    maps = [pair.used_map() for pair in pairs]
+    fit.info["used"] = maps[0] if single else maps
+    if single:
+        fit.info.update(pairs[0].notes)
+    elif any(pair.notes for pair in pairs):
+        fit.info["defects"] = [pair.notes for pair in pairs]
+    floor = _quantisation_floor(pairs)
+    if floor > 0:
+        fit.info["quantisation_var"] = floor
+        if not np.isnan(fit.noise_std) and fit.noise_std ** 2 < floor:
+            # Integer images cannot be fitted better than their rounding: the residuals of an
+            # over-fitted model understate it, and the standard errors would follow them.
+            scale = np.sqrt(floor) / fit.noise_std if fit.noise_std > 0 else np.inf
+            fit.noise_std = float(np.sqrt(floor))
+            if fit.stderr is not None and np.isfinite(scale):
+                fit.stderr = _scaled(fit.stderr, scale)
+                fit.cov = None if fit.cov is None else fit.cov * scale ** 2
     return fit
+
+
+def _quantisation_floor(pairs) -> float:
+    """Rounding variance of integer ``b`` (LSB²/12), mean over the used pixels.
+
+    Only ``b``'s: an integer ``a`` is the model's input as it is (a binary mask, a photo
+    file), so its values carry no error with respect to ``b ≈ a ⊛ k``.
+    """
+    n = sum(pair.n_used for pair in pairs)
+    return float(sum(pair.n_used * pair.quantisation_var for pair in pairs) / n)
+
+
+def _scaled(stderr, scale):
+    if isinstance(stderr, dict):
+        return {name: value * scale for name, value in stderr.items()}
+    return stderr * scale
 
 
 def _check_options(*, model, loss, reg, lam, method, shape, nonneg, normalize, noise_std):
@@ -269,14 +380,13 @@ def _is_finite_number(value, minimum=None) -> bool:
     return bool(np.isfinite(value)) and (minimum is None or value >= minimum)
 
 
-def _prepare_pairs(a, b, shape, *, boundary, center, mask) -> list[PreparedPair]:
+def _prepare_pairs(a, b, shape, *, mask, **options) -> list[PreparedPair]:
     if _single(a) and _single(b):
-        return [prepare_pair(a, b, shape, boundary=boundary, center=center, mask=mask)]
+        return [prepare_pair(a, b, shape, mask=mask, **options)]
     if _single(a) or _single(b) or len(a) != len(b) or len(a) == 0:
         raise ValueError("a and b must both be images, or lists of the same non-zero length")
     masks = [None] * len(a) if mask is None else mask
     if not isinstance(masks, (list, tuple)) or len(masks) != len(a):
         raise ValueError("with lists of pairs, mask must be None or a list of the same length")
-    return [prepare_pair(ai, bi, shape, boundary=boundary, center=center, mask=mi,
-                         label=f"[{i}]")
+    return [prepare_pair(ai, bi, shape, mask=mi, label=f"[{i}]", **options)
             for i, (ai, bi, mi) in enumerate(zip(a, b, masks))]

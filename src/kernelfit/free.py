@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from .background import fitted_background, profiled_statistics
 from .design import PreparedPair
 from .forward import ExtendedSpectrum
 from .regularisers import NONSMOOTH, penalty_matrix
@@ -39,13 +40,21 @@ def uses_direct_path(shape, *, reg, method) -> bool:
 
 
 def fit_free_direct(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, normalize,
-                    noise_std, single) -> KernelFit:
-    """Least squares on the statistics, optionally regularised and constrained."""
+                    noise_std, single, background=None) -> KernelFit:
+    """Least squares on the statistics, optionally regularised and constrained.
+
+    ``background=d`` profiles a polynomial background of degree ``d`` per pair out of the
+    statistics (:mod:`kernelfit.background`); everything after that is unchanged.
+    """
     started = time.perf_counter()
     spectra = [_spectrum_if_useful(pair, shape) for pair in pairs]
-    stats = sum(statistics(pair.extended, pair.b_used, shape, weights=_weights(pair),
-                           method="fft" if spectrum else "im2col", spectrum=spectrum)
-                for pair, spectrum in zip(pairs, spectra))
+    terms = None
+    if background is None:
+        stats = sum(statistics(pair.extended, pair.b_used, shape, weights=_weights(pair),
+                               method="fft" if spectrum else "im2col", spectrum=spectrum)
+                    for pair, spectrum in zip(pairs, spectra))
+    else:
+        stats, terms, spectra = profiled_statistics(pairs, shape, background, spectra=spectra)
     t_stats = time.perf_counter()
     penalty = penalty_matrix(reg, shape) if reg else None
     info = {"n_pairs": len(pairs)}
@@ -62,14 +71,20 @@ def fit_free_direct(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, norma
         fit_core = _unconstrained(stats, penalty, lam or 0.0)
     kernel, trusted, message, cov_unscaled, dof, solver_info = fit_core
     info.update(solver_info)
-    residuals = ResidualImages(pairs, spectra, kernel, single=single)
+    residuals = ResidualImages(pairs, spectra, kernel, single=single, backgrounds=terms)
     rss = _residual_sum_of_squares(stats, kernel, residuals)
+    # With a background, stats.n_used = pixels − background terms: the residual's degrees of
+    # freedom before the kernel's are taken off.
     noise, cov, stderr, message = _uncertainty(rss, stats.n_used, kernel, cov_unscaled, dof,
                                                message)
+    fitted = None
+    if terms is not None:
+        fitted, info["background"] = fitted_background(terms, kernel, single=single)
     info["seconds"] = {"statistics": t_stats - started, "total": time.perf_counter() - started}
     return _free_fit(pairs, kernel, stderr=stderr, cov=cov, residuals=residuals, noise=noise,
-                     lam=lam, n_used=stats.n_used, converged=trusted, message=message,
-                     method="normal", info=info)
+                     lam=lam, n_used=getattr(stats, "n_pixels", stats.n_used),
+                     converged=trusted, message=message, method="normal", info=info,
+                     background=fitted)
 
 
 def fit_free_iterative(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, normalize,
@@ -119,12 +134,12 @@ def fit_free_iterative(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, no
 
 
 def _free_fit(pairs, kernel, *, stderr, cov, residuals, noise, lam, n_used, converged,
-              message, method, info) -> KernelFit:
+              message, method, info, background=None) -> KernelFit:
     geometry = pairs[0].geometry
     return KernelFit(
         kernel=kernel, shape=kernel.shape, center=geometry.center,
         boundary=geometry.boundary, model="free", params={}, stderr=stderr, cov=cov,
-        background=None, _residual=residuals, noise_std=noise, lam=lam, n_used=n_used,
+        background=background, _residual=residuals, noise_std=noise, lam=lam, n_used=n_used,
         converged=converged, message=message, method=method, info=info,
     )
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .background import residual_with_background
 from .io import atomic_output
 
 
@@ -198,18 +199,22 @@ class ResidualImages:
     kernel : ndarray
     single : bool
         True when the user passed one pair (the residual is then one array, not a list).
+    backgrounds : list of kernelfit.background.BackgroundTerms, optional
+        One per pair when a background was fitted: it is subtracted too.
     """
 
-    def __init__(self, pairs, spectra, kernel, *, single):
-        self._inputs = (pairs, spectra or [None] * len(pairs), kernel)
+    def __init__(self, pairs, spectra, kernel, *, single, backgrounds=None):
+        self._inputs = (pairs, spectra or [None] * len(pairs), kernel,
+                        backgrounds or [None] * len(pairs))
         self._single = single
         self._images = None
 
     def __call__(self):
         if self._images is None:
-            pairs, spectra, kernel = self._inputs
-            self._images = [pair.residual(kernel, spectrum)
-                            for pair, spectrum in zip(pairs, spectra)]
+            pairs, spectra, kernel, backgrounds = self._inputs
+            self._images = [pair.residual(kernel, spectrum) if terms is None
+                            else residual_with_background(pair, terms, kernel, spectrum=spectrum)
+                            for pair, spectrum, terms in zip(pairs, spectra, backgrounds)]
             self._inputs = None  # let the inputs go
         return self._images[0] if self._single else self._images
 

@@ -32,6 +32,7 @@ from .._conventions import normalize_center, normalize_shape
 from ..design import PreparedPair
 from ..forward import ExtendedSpectrum, convolve_extended
 from ..stats import SufficientStatistics
+from ..background import project_out
 from ..stats import statistics as _statistics
 
 # A p×p Gram matrix of 4096² doubles is 134 MB and O(p²) per product with it: the largest
@@ -174,6 +175,12 @@ class PairData:
             )
         self.method = method
         self.n_used = sum(pair.n_used for pair in self.pairs)
+        # Statistics with a background profiled out (kernelfit.background) carry its terms:
+        # the residuals are then those after the best background, and the background's
+        # coefficients are taken off the degrees of freedom.
+        self.backgrounds = getattr(statistics, "terms", ()) or None
+        if self.backgrounds is not None:
+            self.n_used = statistics.n_used
         self.btb = float(sum(np.sum(pair.b_used**2) for pair in self.pairs))  # 0 where unused
         self.stats = None
         self.spectra = None
@@ -193,7 +200,8 @@ class PairData:
             raise TypeError(f"statistics must be a SufficientStatistics, got "
                             f"{type(stats).__name__}")
         n_used = sum(pair.n_used for pair in self.pairs)
-        if tuple(stats.shape) != self.shape or stats.n_used != n_used:
+        if tuple(stats.shape) != self.shape or getattr(stats, "n_pixels",
+                                                       stats.n_used) != n_used:
             raise ValueError(
                 f"statistics (kernel shape {tuple(stats.shape)}, {stats.n_used} pixels) do not "
                 f"belong to these pairs (shape={self.shape}, {n_used} pixels)"
@@ -309,7 +317,10 @@ class PairData:
                 prediction = self.spectra[i].convolve_valid(kernel)
             else:
                 prediction = convolve_extended(pair.extended, np.asarray(kernel, np.float64))
-            r = self._used(pair, pair.b_used - prediction)
+            r = pair.b_used - prediction
+            if self.backgrounds is not None:
+                r = project_out(r, self.backgrounds[i])
+            r = self._used(pair, r)
             total += float(r @ r)
         return total
 
