@@ -102,7 +102,7 @@ def _pylops_lsqr(src, tgt, kernel):
     # 100² image, then the central 100² window (what oaconvolve(..., 'same') keeps).
     op = pylops.signalprocessing.Convolve2D(kernel.shape, h=src.astype(float),
                                             offset=((n - 1) // 2, (n - 1) // 2))
-    window = pylops.Restriction(kernel.shape, np.arange(kernel.size).reshape(kernel.shape)
+    window = pylops.Restriction(kernel.size, np.arange(kernel.size).reshape(kernel.shape)
                                 [n // 2:n // 2 + n, n // 2:n // 2 + n].ravel(), dtype=float)
     started = time.perf_counter()
     k = pylops.optimization.basic.lsqr(window @ op, tgt.ravel(), niter=300)[0]
