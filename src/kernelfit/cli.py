@@ -36,6 +36,7 @@ USER_ERRORS = (ValueError, TypeError, OSError, ImportError, MemoryError)
 _EPILOG = """\
 examples:
   kernelfit estimate sharp.png blurred.png --shape 5x5 --boundary nearest -o kernel.csv
+  kernelfit estimate sharp.png blurred.png --shape 5x5 -o kernel.npy --report report.html
   kernelfit apply sharp.png kernel.csv -o predicted.png --boundary nearest
   kernelfit demo
 """
@@ -183,6 +184,9 @@ def _add_estimate(commands) -> None:
     p.add_argument("-o", "--output", required=True, metavar="KERNEL",
                    help="kernel file: .npy, .csv, .txt, .tif, .fits, or .png (a picture)")
     p.add_argument("--json", metavar="FIT.json", help="also write the whole fit as JSON")
+    p.add_argument("--report", metavar="REPORT.html",
+                   help="also write a self-contained HTML report (kernel, MTF, images, "
+                   "residuals, λ curve, errors; needs matplotlib)")
     _add_verbosity(p)
     p.set_defaults(handler=_run_estimate)
 
@@ -251,6 +255,11 @@ def _run_estimate(args) -> int:
     io.check_output_path(args.output, "kernel")
     if args.json:
         io.check_output_path(args.json, "json")
+    if args.report:
+        from .report import check_report_path, require_matplotlib
+
+        check_report_path(args.report)
+        require_matplotlib()
 
     a = _read(args.a, args, progress)
     progress.decide(a.size)
@@ -264,7 +273,7 @@ def _run_estimate(args) -> int:
 
     if not args.quiet:
         print(fit.summary())
-    _write_outputs(args, fit, progress)
+    _write_outputs(args, fit, progress, a=a, b=b)
     progress.say(f"done in {time.perf_counter() - started:.1f} s")
     return 0
 
@@ -338,18 +347,24 @@ def _fit_options(args) -> dict:
     return options
 
 
-def _write_outputs(args, fit, progress) -> None:
-    """Write the kernel, then the JSON; if the JSON fails, take the kernel back out."""
+def _write_outputs(args, fit, progress, *, a=None, b=None) -> None:
+    """Write the kernel, then the JSON and the report; if one fails, take the others back out."""
     io.write_kernel(args.output, fit.kernel)
+    written = [args.output]
     progress.say(f"wrote {args.output}")
-    if not args.json:
-        return
     try:
-        io.write_json(args.json, fit.to_dict())
+        if args.json:
+            io.write_json(args.json, fit.to_dict())
+            written.append(args.json)
+            progress.say(f"wrote {args.json}")
+        if getattr(args, "report", None):
+            progress.say(f"drawing the report {args.report} ...")
+            fit.report(args.report, a=a, b=b)
+            progress.say(f"wrote {args.report}")
     except BaseException:
-        _remove_quietly(args.output)
+        for path in written:
+            _remove_quietly(path)
         raise
-    progress.say(f"wrote {args.json}")
 
 
 def _remove_quietly(path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,17 +151,30 @@ class KernelFit:
                 np.savez(temp_path, kernel=self.kernel, stderr=stderr,
                          metadata=json.dumps(self.to_dict()))
 
+    def report(self, path, a=None, b=None, *, title=None, max_pairs=3) -> Path:
+        """Write a self-contained HTML report: kernel, MTF, images, residuals, λ curve, errors.
+
+        See :func:`kernelfit.report.write_report`; ``a`` and ``b`` (the fit's images, lists
+        for several pairs) are optional: without them the panels that need them are left out.
+        Needs matplotlib (``pip install kernelfit[report]``).
+
+        Examples
+        --------
+        >>> import os, tempfile, numpy as np, kernelfit as kf
+        >>> a = np.random.default_rng(0).random((24, 24))
+        >>> fit = kf.estimate(a, kf.convolve(a, [[0, 1, 0], [1, 2, 1], [0, 1, 0]]), 3)
+        >>> fit.report(os.path.join(tempfile.mkdtemp(), "fit.html"), a=a).suffix
+        '.html'
+        """
+        from .report import write_report
+
+        return write_report(self, path, a, b, title=title, max_pairs=max_pairs)
+
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
-            for k, v in [
-                ("model", self.model), ("shape", self.shape), ("center", self.center),
-                ("boundary", self.boundary), ("pixels used", self.n_used),
-                ("noise std", f"{self.noise_std:.4g}"), ("kernel sum", f"{self.kernel.sum():.6g}"),
-                ("status", "ok" if self.converged else "NOT TRUSTED"), ("message", self.message),
-            ]
-        )
-        return f"<table><caption>KernelFit</caption>{rows}</table>"
+        """Notebook view: a kernel thumbnail (when matplotlib is installed) and key numbers."""
+        from .report import compact_html
+
+        return compact_html(self)
 
 
 def _jsonable(value):

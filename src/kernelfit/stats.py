@@ -88,6 +88,9 @@ def statistics(extended, b_used, shape, *, weights=None, method=None, spectrum=N
     shape : (kh, kw)
     weights : ndarray like ``b_used``, optional
         Non-negative pixel weights; 0 drops a pixel.  ``None`` = every pixel, weight 1.
+        On images where the FFT pays, masks and weights are handled exactly by
+        :func:`kernelfit.solvers.weighted.weighted_statistics` (FFT Grams of the whole
+        image and of constant-weight rectangles, plus or minus the remaining pixels).
     method : {None, 'fft', 'im2col'}
         ``None`` picks the faster exact method (see :func:`choose_method`); the others force
         one (for tests).
@@ -104,14 +107,19 @@ def statistics(extended, b_used, shape, *, weights=None, method=None, spectrum=N
     if b.shape != (P.shape[0] - kh + 1, P.shape[1] - kw + 1):
         raise ValueError(f"b_used has shape {b.shape}; expected "
                          f"{(P.shape[0] - kh + 1, P.shape[1] - kw + 1)}")
-    method = choose_method(P.shape, shape, weights) if method is None else method
-    if method == "im2col":
+    chosen = choose_method(P.shape, shape, weights) if method is None else method
+    if chosen == "im2col":
+        if method is None and weights is not None and _is_large(P.shape, shape):
+            # General weights on a large image: exact, by FFT Grams and downdates.
+            return _weighted(P, b, shape, weights, spectrum)
         G, c, btb, n = _im2col_sums(P, b, shape, weights)
-    elif method == "fft":
+    elif chosen == "fft":
         if not _is_binary(weights):
             raise ValueError("method='fft' handles only 0/1 weights; use method='im2col'")
         if not _has_core(P.shape, shape):
             raise ValueError(f"method='fft' needs an image at least twice the kernel {shape}")
+        if weights is not None and not np.all(weights == 1):
+            return _weighted(P, b, shape, weights, spectrum)
         G, c, btb, n = _fft_sums(P, b, shape, weights, spectrum or ExtendedSpectrum(P, shape))
     else:
         raise ValueError(f"method={method!r} must be None, 'fft' or 'im2col'")
@@ -124,16 +132,28 @@ def choose_method(image_shape, shape, weights=None) -> str:
     """'fft' where it is exact and faster, else 'im2col'.
 
     im2col costs about ``N·p²`` multiply-adds with BLAS: below ~3e7 that takes milliseconds,
-    above it the FFT path wins by a growing factor.  General (non 0/1) weights need im2col;
-    the FFT path subtracts dropped pixels by im2col, so it pays only while they are fewer
-    than the kept ones.
+    above it the FFT path wins by a growing factor.  With 0/1 weights the FFT path hands the
+    mask to :func:`kernelfit.solvers.weighted.weighted_statistics`, which picks the cheapest
+    exact assembly (FFT Gram minus the dropped pixels, or the kept pixels alone; masked or
+    kept rectangles by FFT).  General weights are not 'fft' here, but ``method=None`` sends
+    them on large images to the same weighted path.
     """
+    fast = _has_core(image_shape, shape) and _is_large(image_shape, shape)
+    return "fft" if fast and _is_binary(weights) else "im2col"
+
+
+def _is_large(image_shape, shape) -> bool:
     n_out = (image_shape[0] - shape[0] + 1) * (image_shape[1] - shape[1] + 1)
     p = shape[0] * shape[1]
-    fast = _has_core(image_shape, shape) and n_out * p * p > 3e7
-    if weights is not None and np.count_nonzero(weights) < n_out / 2:
-        fast = False
-    return "fft" if fast and _is_binary(weights) else "im2col"
+    return n_out * p * p > 3e7
+
+
+def _weighted(P, b, shape, weights, spectrum):
+    """The exact weighted statistics of :mod:`kernelfit.solvers.weighted`."""
+    # Imported here: kernelfit.solvers imports this module.
+    from .solvers.weighted import weighted_statistics
+
+    return weighted_statistics(P, b, shape, weights, spectrum=spectrum)
 
 
 def _is_binary(weights) -> bool:
