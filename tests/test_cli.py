@@ -171,6 +171,18 @@ def test_ridge_option_reaches_the_fit(tmp_path, pair, capsys):
     assert json.loads((tmp_path / "fit.json").read_text())["lam"] == 0.5
 
 
+@pytest.mark.parametrize("options, method", [
+    (("--loss", "huber"), "irls-huber"), (("--clip", "3"), "sigma-clip"),
+    (("--loss", "l1", "--method", "lp"), "lp"), (("--method", "wiener"), "wiener"),
+])
+def test_robust_and_classic_methods_reach_the_fit(tmp_path, pair, capsys, options, method):
+    a_png, b_png, _, _ = pair
+    status, _, err = run(capsys, "estimate", a_png, b_png, "--shape", "3", "--boundary", "fill",
+                         *options, "-o", tmp_path / "k.npy", "--json", tmp_path / "fit.json")
+    assert status == 0, err
+    assert json.loads((tmp_path / "fit.json").read_text())["method"] == method
+
+
 def test_kernel_picture_output(tmp_path, pair, capsys):
     a_png, b_png, _, _ = pair
     assert run(capsys, "estimate", a_png, b_png, "--shape", "3", "--boundary", "fill",

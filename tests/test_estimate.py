@@ -383,5 +383,17 @@ def test_parametric_gaussian_through_estimate():
     assert abs(fit.kernel.sum() - 1.0) < 1e-12
     with pytest.raises(ValueError, match="nonneg=True is not available with model='gaussian'"):
         kf.estimate(a, b, 17, model="gaussian", nonneg=True)
-    with pytest.raises(ValueError, match="loss='l1' is available for the parametric models"):
-        kf.estimate(a, b, 5, loss="l1")
+    with pytest.raises(ValueError, match="loss='l1' is available for the free model and the "
+                       "parametric models"):
+        kf.estimate(a, b, 5, loss="l1", model="separable")
+
+
+def test_to_dict_describes_image_sized_info_arrays():
+    """The used-pixel map of a 70×70 'valid' fit (68² > MAX_INFO_ARRAY values) is described in
+    to_dict(), not listed; the fit keeps the array."""
+    from kernelfit.result import MAX_INFO_ARRAY
+
+    a = np.random.default_rng(3).random((70, 70))
+    fit = kf.estimate(a, kf.convolve(a, np.eye(3) / 3, mode="valid"), 3)
+    assert fit.info["used"].size > MAX_INFO_ARRAY
+    assert "shape (68, 68)" in fit.to_dict()["info"]["used"]["omitted"]

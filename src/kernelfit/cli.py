@@ -152,9 +152,12 @@ def _add_estimate(commands) -> None:
                    help="free (default), radial, powerlaw, separable, lowrank, gaussian, "
                    "elliptical, moffat, disk, motion or box")
     p.add_argument("--loss", default="l2",
-                   help="l2 (default); l1 or huber for the parametric models")
+                   help="l2 (default); l1 (least absolute deviations) or huber: robust to "
+                   "outliers, for free and parametric kernels")
     p.add_argument("--f-scale", type=float, metavar="S",
                    help="Huber threshold in units of B (with --loss huber)")
+    p.add_argument("--clip", type=float, metavar="C",
+                   help="free kernel, l2: iterative sigma-clipping at C robust sigmas (e.g. 3)")
     p.add_argument("--truncate", type=float, metavar="T",
                    help="gaussian: cut the support at T*sigma, like scipy's gaussian_filter")
     p.add_argument("--rank", type=int, metavar="R", help="lowrank: the rank")
@@ -164,8 +167,10 @@ def _add_estimate(commands) -> None:
                    help="regularisation weight per pixel, or 'auto' (GCV; default)")
     p.add_argument("--ridge", metavar="LAM", help="shorthand for --reg ridge --lam LAM")
     p.add_argument("--method", metavar="NAME",
-                   help="free kernels: normal (Gram matrix; default up to 51x51) or iterative "
-                   "(matrix-free, any size); default: chosen by size and regulariser")
+                   help="free kernels: normal (Gram matrix; default up to 51x51), iterative "
+                   "(matrix-free, any size), lp (exact L1 linear program, --loss l1); the "
+                   "classic answers fourier, wiener, richardson-lucy (for comparison); "
+                   "default: chosen by size and regulariser")
     p.add_argument("--nonneg", action="store_true", help="constrain the kernel to be >= 0")
     p.add_argument("--normalize", metavar="SUM", type=float,
                    help="constrain the kernel to sum to SUM (e.g. 1)")
@@ -336,7 +341,7 @@ def _fit_options(args) -> dict:
         options["model"] = args.model
     if args.loss != "l2":
         options["loss"] = args.loss
-    for name in ("normalize", "noise_std", "f_scale", "truncate", "rank", "method",
+    for name in ("normalize", "noise_std", "f_scale", "clip", "truncate", "rank", "method",
                  "background"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 
 from ._conventions import normalize_boundary, normalize_shape
+from . import classic
 from .background import check_degree, fitted_background, profiled_statistics
 from .defects import check_saturation_option
 from .design import PreparedPair, prepare_pair
@@ -18,6 +19,7 @@ from .models.fit_parametric import fit_parametric
 from .models.parametric import MODEL_CLASSES, KernelModel, make_model
 from .regularisers import NONSMOOTH, QUADRATIC
 from .result import KernelFit, ResidualImages
+from .robust import fit_free_robust
 from .solvers import RankDeficientWarning
 
 # Structured models: the fitting function and the estimate() options it takes (estimate's
@@ -28,15 +30,17 @@ STRUCTURED = {
     "separable": (fit_separable, {}),
     "lowrank": (fit_lowrank, {"rank": "rank"}),
 }
-# Options of the free model's matrix-free path (see solvers.iterative.solve_iterative).
+# Options of the free model: the matrix-free path's (solvers.iterative.solve_iterative) and the
+# robust fits' (kernelfit.robust: the Huber threshold and sigma-clipping).
 FREE_OPTIONS = ("tol", "maxiter")
+ROBUST_OPTIONS = ("f_scale", "clip", "tol", "maxiter")
 PARAMETRIC = tuple(MODEL_CLASSES)
 # Options of fit_parametric itself; every other model option goes to the model family.
 PARAMETRIC_FIT_OPTIONS = ("f_scale", "fit_offset", "x0", "n_refine")
 MODELS = ("free",) + tuple(STRUCTURED) + PARAMETRIC
 LOSSES = ("l2", "l1", "huber")
 REGULARISERS = (None,) + QUADRATIC + NONSMOOTH
-METHODS = (None, "normal", "iterative")
+METHODS = (None, "normal", "iterative", "lp") + classic.METHODS
 
 
 def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="l2",
@@ -78,8 +82,12 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         amplitude (the kernel sum, fixed by ``normalize=``) and, with ``fit_offset=True``, a
         sub-pixel centre offset.  Angles in degrees.
     loss : {'l2', 'l1', 'huber'}
-        Least squares; for the parametric models also the exact least-absolute-deviations
-        minimiser (``'l1'``, seed 002's ``Σ|g⊛A − B|``) and Huber (``f_scale=``, units of b).
+        Least squares; the exact least-absolute-deviations minimiser (``'l1'``, seed 002's
+        ``Σ|g⊛A − B|``) and Huber (``f_scale=``, units of b; default 1.345 robust standard
+        deviations of the residuals) for the free model and the parametric models.  With the
+        free model, ``clip=3.0`` (and ``loss='l2'``) sigma-clips instead; the robust free fits
+        report the weights they gave each pixel in ``fit.info['weights']`` (see
+        :mod:`kernelfit.robust`).
     reg : {None, 'ridge', 'gradient', 'laplacian', 'tv', 'l1'}
         Adds ``lam·R(k)`` to the mean squared residual: ``R = ‖Lk‖²`` with ``L`` the identity
         (``'ridge'``), the kernel's finite differences (``'gradient'``) or its Laplacian
@@ -103,7 +111,7 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         saturation and the mask) are mapped in ``fit.info['used']``.  Integer ``b`` carries
         its rounding variance 1/12 (``fit.info['quantisation_var']``): the discrepancy
         principle aims at ``noise_std² + 1/12`` and ``fit.noise_std`` is never below it.
-    method : {None, 'normal', 'iterative'}
+    method : {None, 'normal', 'iterative', 'lp', 'fourier', 'wiener', 'richardson-lucy'}
         Solver of the free model.  ``'normal'``: the sufficient statistics and a ``p × p``
         Gram matrix (exact GCV and standard errors).  ``'iterative'``: matrix-free FFT
         operator with conjugate gradients or FISTA (any kernel size; ``tol=``, ``maxiter=``;
@@ -113,6 +121,12 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         ``'tv'``/``'l1'``, otherwise ``'iterative'``.  Without a regulariser the matrix-free
         path stops at ``tol`` (default 1e-5), which regularises like early stopping; pass
         ``tol=1e-10`` for the least-squares kernel itself.
+        ``'lp'``: the exact L1 kernel as one linear program (HiGHS; with ``loss='l1'``, for
+        small problems).  ``'fourier'`` (``B̂/Â`` with padding, edge treatment and support
+        extraction), ``'wiener'`` (regularised ratio, ``eps`` by GCV) and
+        ``'richardson-lucy'`` (multiplicative updates, a statistical stopping rule): the
+        classic answers, for comparison (:mod:`kernelfit.classic`); least squares is more
+        accurate on every case measured.
     noise_std : float, optional
         Known noise standard deviation of ``b`` (units of ``b``); with ``lam='auto'`` it selects
         the discrepancy principle.
@@ -133,8 +147,10 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         and ``fit.residual`` has it subtracted.  Available for the free model's direct path,
         the structured models up to 64×64 and the parametric models with ``loss='l2'``.
     **model_options
-        Options of the structured and parametric models (see ``model``), and ``tol``,
-        ``maxiter`` of the free model's matrix-free path.
+        Options of the structured and parametric models (see ``model``); ``tol``,
+        ``maxiter`` of the free model's matrix-free path and robust fits; ``f_scale``,
+        ``clip`` of its robust fits; the classic methods' options (see
+        :data:`kernelfit.classic.OPTIONS`).
 
     Returns
     -------
@@ -169,6 +185,13 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
                    saturation_a=saturation_a)
     _check_options(model=model, loss=loss, reg=reg, lam=lam, method=method, shape=shape,
                    nonneg=nonneg, normalize=normalize, noise_std=noise_std)
+    if method in classic.METHODS:
+        classic.check_options(method, model=model, loss=loss, reg=reg, nonneg=nonneg,
+                              normalize=normalize, background=background, options=model_options)
+        pairs = _prepare_pairs(a, b, shape, **prepare)
+        return _annotate(pairs, classic.fit_classic(
+            method, pairs, shape, single=_single(a),
+            noise_std=_with_rounding(noise_std, pairs), **model_options))
     if isinstance(model, KernelModel) or model in PARAMETRIC:
         _refuse(model, reg=reg, nonneg=nonneg, method=method)
         if background is not None and loss != "l2":
@@ -178,19 +201,28 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         return _warn_if_constant(pairs, shape, _fit_parametric(
             model, pairs, shape, loss=loss, normalize=normalize, options=model_options,
             single=_single(a), background=background))
+    if model == "free" and (loss != "l2" or "clip" in model_options or method == "lp"):
+        pairs = _prepare_pairs(a, b, shape, **prepare)
+        return _annotate(pairs, _fit_robust(pairs, shape, loss=loss, reg=reg, lam=lam,
+                                            nonneg=nonneg, normalize=normalize,
+                                            method=method, background=background,
+                                            options=model_options, single=_single(a)))
     if loss != "l2":
-        raise ValueError(f"loss={loss!r} is available for the parametric models "
-                         f"{PARAMETRIC}; model={model!r} fits loss='l2'")
+        raise ValueError(f"loss={loss!r} is available for the free model and the parametric "
+                         f"models {PARAMETRIC}; model={model!r} fits loss='l2'")
     if model in STRUCTURED:
         options = _structured_options(model, model_options, reg=reg, nonneg=nonneg,
                                       normalize=normalize, method=method)
         pairs = _prepare_pairs(a, b, shape, **prepare)
         return _warn_if_constant(pairs, shape, _fit_structured(
             model, pairs, shape, options, single=_single(a), background=background))
+    if "f_scale" in model_options:
+        raise ValueError("f_scale= is the Huber threshold: pass loss='huber' with it")
     unknown = sorted(set(model_options) - set(FREE_OPTIONS))
     if unknown:
         raise TypeError(f"estimate() got options {unknown} that model='free' does not take; "
-                        f"it takes {list(FREE_OPTIONS)}")
+                        f"it takes {list(FREE_OPTIONS)} (and, with a robust loss or clip=, "
+                        f"{list(ROBUST_OPTIONS)})")
     if method == "normal" and reg in NONSMOOTH:
         raise ValueError(f"reg={reg!r} is solved by a proximal method: use method=None or "
                          "'iterative', not 'normal'")
@@ -206,13 +238,40 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         raise ValueError(f"background={background} is not available on the matrix-free path "
                          f"(reg={reg!r}, method={method!r}, shape={shape}); use a quadratic "
                          "or no regulariser and a kernel of at most 51x51")
-    if noise_std is not None:
-        # The discrepancy principle's target is the whole noise: the sensor's and the
-        # rounding of integer images (LSB²/12, see kernelfit.defects).
-        noise_std = float(np.sqrt(noise_std ** 2 + _quantisation_floor(pairs)))
     return _annotate(pairs, fitter(pairs, shape, reg=reg, lam=lam, nonneg=bool(nonneg),
-                                   normalize=normalize, noise_std=noise_std,
+                                   normalize=normalize,
+                                   noise_std=_with_rounding(noise_std, pairs),
                                    single=_single(a), **model_options))
+
+
+def _with_rounding(noise_std, pairs):
+    """The whole noise of ``b``: the sensor's (if known) and the rounding of integer images
+    (LSB²/12, see kernelfit.defects) — the discrepancy principle's target."""
+    if noise_std is None:
+        return None
+    return float(np.sqrt(noise_std ** 2 + _quantisation_floor(pairs)))
+
+
+def _fit_robust(pairs, shape, *, loss, reg, lam, nonneg, normalize, method, background,
+                options, single) -> KernelFit:
+    """A free kernel under loss='huber'/'l1', method='lp' or sigma-clipping (clip=)."""
+    if background is not None:
+        raise ValueError(f"background={background} is not available with a robust free fit "
+                         f"(loss={loss!r}, clip or method='lp'); subtract it first or use "
+                         "loss='l2'")
+    if method == "lp" and loss != "l1":
+        raise ValueError(f"method='lp' is the exact L1 linear program: it needs loss='l1', "
+                         f"not loss={loss!r}")
+    if method == "iterative":
+        raise ValueError(f"loss={loss!r} (or clip=) is solved by reweighting a Gram matrix; "
+                         "method='iterative' is not available with it")
+    unknown = sorted(set(options) - set(ROBUST_OPTIONS))
+    if unknown:
+        raise TypeError(f"a robust free fit does not take {unknown}; it takes "
+                        f"{list(ROBUST_OPTIONS)}")
+    return fit_free_robust(pairs, shape, loss=loss, method="lp" if method == "lp" else None,
+                           reg=reg, lam=None if reg is None else lam, nonneg=bool(nonneg),
+                           normalize=normalize, single=single, **options)
 
 
 def _refuse(model, **options):

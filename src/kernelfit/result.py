@@ -116,7 +116,11 @@ class KernelFit:
         return (["parameters:"] + lines) if lines else []
 
     def to_dict(self) -> dict:
-        """A JSON-safe dict (arrays become nested lists, NaN becomes ``None``)."""
+        """A JSON-safe dict (arrays become nested lists, NaN becomes ``None``).
+
+        Image-sized arrays in ``info`` (more than :data:`MAX_INFO_ARRAY` values, such as the
+        used-pixel map) are replaced by a short description.
+        """
         return {
             "kernel": _jsonable(self.kernel),
             "shape": list(self.shape),
@@ -132,7 +136,7 @@ class KernelFit:
             "converged": bool(self.converged),
             "message": self.message,
             "method": self.method,
-            "info": _jsonable(self.info),
+            "info": _jsonable(_without_images(self.info)),
         }
 
     def save(self, path) -> None:
@@ -175,6 +179,24 @@ class KernelFit:
         from .report import compact_html
 
         return compact_html(self)
+
+
+# Arrays in fit.info up to this many values go into to_dict(); larger ones (image-sized maps:
+# the used pixels, robust weights) are described instead: a 4k image's map would be 16 million
+# JSON numbers, and the arrays stay available on the fit itself.
+MAX_INFO_ARRAY = 4096
+
+
+def _without_images(value):
+    """``value`` with every array of more than :data:`MAX_INFO_ARRAY` values described."""
+    if isinstance(value, dict):
+        return {k: _without_images(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_images(v) for v in value]
+    if isinstance(value, np.ndarray) and value.size > MAX_INFO_ARRAY:
+        return {"omitted": f"array of shape {value.shape}, dtype {value.dtype}; on the fit "
+                           "object only"}
+    return value
 
 
 def _jsonable(value):
