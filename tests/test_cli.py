@@ -233,11 +233,12 @@ def test_help_exits_zero(capsys):
 
 def test_usage_error_exits_two_and_writes_nothing(tmp_path, pair, capsys):
     a_png, b_png, _, _ = pair
-    # --shape is required; argparse reports the usage error itself.
+    # A command and -o are required; argparse reports the usage error itself.  (--shape is
+    # optional: without it the size is chosen, see tests/test_auto.py.)
     assert cli.main([str(a_png), str(b_png)]) == 2
-    assert cli.main(["estimate", str(a_png), str(b_png), "-o", str(tmp_path / "k.npy")]) == 2
+    assert cli.main(["estimate", str(a_png), str(b_png), "--shape", "3"]) == 2
     assert not (tmp_path / "k.npy").exists()
-    assert "--shape" in capsys.readouterr().err
+    assert "-o/--output" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,20 +10,27 @@ True
 """
 
 from ._conventions import BOUNDARIES
+from .diagnostics import IdentifiabilityWarning
 from .estimate import estimate
 from .forward import KernelOperator, convolve
 from .result import KernelFit
 from .solvers import RankDeficientWarning
 from .stats import SufficientStatistics, statistics
+from .channels import ChannelFits
+from .variation import VaryingKernel, VaryingKernelFit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BOUNDARIES",
+    "ChannelFits",
+    "IdentifiabilityWarning",
     "KernelFit",
     "KernelOperator",
     "RankDeficientWarning",
     "SufficientStatistics",
+    "VaryingKernel",
+    "VaryingKernelFit",
     "convolve",
     "estimate",
     "statistics",

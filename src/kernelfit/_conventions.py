@@ -51,6 +51,11 @@ def normalize_boundary(boundary) -> str:
     >>> normalize_boundary("symm")
     'reflect'
     """
+    if isinstance(boundary, str) and boundary.lower() == "auto":
+        # kf.estimate(boundary='auto') chooses a rule (kernelfit.auto) before reaching here.
+        raise ValueError("boundary='auto' is chosen from the data by kernelfit.estimate only; "
+                         "here name the rule: "
+                         f"{', '.join(repr(b) for b in BOUNDARIES)}")
     if not isinstance(boundary, str) or boundary.lower() not in _ALIASES:
         raise ValueError(
             f"boundary={boundary!r} is not a known boundary mode; use one of "

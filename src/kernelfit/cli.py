@@ -37,6 +37,7 @@ _EPILOG = """\
 examples:
   kernelfit estimate sharp.png blurred.png --shape 5x5 --boundary nearest -o kernel.csv
   kernelfit estimate sharp.png blurred.png --shape 5x5 -o kernel.npy --report report.html
+  kernelfit estimate sharp.png blurred.png --boundary auto -o kernel.npy   # size, rule chosen
   kernelfit apply sharp.png kernel.csv -o predicted.png --boundary nearest
   kernelfit demo
 """
@@ -140,13 +141,14 @@ def _add_estimate(commands) -> None:
     )
     p.add_argument("a", metavar="A", help="the original (sharp) image")
     p.add_argument("b", metavar="B", help="the observed (blurred) image")
-    p.add_argument("--shape", required=True,
-                   help="kernel size: N, HxW or H,W (e.g. 5, 5x5, 4x6, 4,6)")
+    p.add_argument("--shape",
+                   help="kernel size: N, HxW or H,W (e.g. 5, 5x5, 4x6, 4,6); omitted: chosen "
+                   "from the images (the summary and --json report it)")
     # Boundary names are checked by the library, which also accepts scipy's and numpy's
     # aliases (symm, edge, constant, circular, ...); argparse choices would refuse those.
     p.add_argument("--boundary", default="valid",
                    help="how B was made at the edges: valid (no assumption, default), fill, "
-                   "wrap, reflect, nearest, mirror")
+                   "wrap, reflect, nearest, mirror, or auto (detected from B's border)")
     _add_center(p)
     p.add_argument("--model", default="free",
                    help="free (default), radial, powerlaw, separable, lowrank, gaussian, "
@@ -185,7 +187,19 @@ def _add_estimate(commands) -> None:
     p.add_argument("--background", metavar="D", type=int,
                    help="fit a polynomial background of degree D (0: an offset) with the kernel")
     _add_plane_options(p)
+    colour = p.add_mutually_exclusive_group()
+    colour.add_argument("--per-channel", action="store_true",
+                        help="colour images: one kernel per channel, written as a (kh, kw, C) "
+                        "stack (.npy, .tif or .fits)")
+    colour.add_argument("--shared", action="store_true",
+                        help="colour images: one kernel fitted to all channels together")
     _add_page(p)
+    p.add_argument("--tile", type=int, metavar="N",
+                   help="read A, B (and --mask) lazily from .tif/.tiff, .npy or .zarr files "
+                   "in tiles of NxN pixels: memory bounded by N and the kernel size")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="compute on the Dask cluster at ADDRESS (e.g. tcp://host:8786; needs "
+                   "kernelfit[dask]); with --tile the workers read the files themselves")
     p.add_argument("-o", "--output", required=True, metavar="KERNEL",
                    help="kernel file: .npy, .csv, .txt, .tif, .fits, or .png (a picture)")
     p.add_argument("--json", metavar="FIT.json", help="also write the whole fit as JSON")
@@ -254,7 +268,7 @@ def _run_estimate(args) -> int:
 
     started = time.perf_counter()
     progress = Progress(verbose=args.verbose, quiet=args.quiet)
-    shape = parse_shape(args.shape)
+    shape = None if args.shape is None else parse_shape(args.shape)  # None: chosen by the fit
     options = _fit_options(args)
     # Check outputs first: a typo in -o should not cost a long fit.
     io.check_output_path(args.output, "kernel")
@@ -265,20 +279,67 @@ def _run_estimate(args) -> int:
 
         check_report_path(args.report)
         require_matplotlib()
+    streamed = args.tile is not None or args.scheduler
+    if streamed and (shape is None or args.boundary.lower() == "auto"):
+        raise ValueError("--tile and --scheduler need --shape and a named --boundary: the "
+                         "automatic choices look at whole images")
+    if streamed:
+        return _run_estimate_tiled(args, shape, options, progress, started)
 
-    a = _read(args.a, args, progress)
+    read = _read_channels if _by_channel(args, options) else _read
+    a = read(args.a, args, progress)
     progress.decide(a.size)
-    b = _read(args.b, args, progress)
+    b = read(args.b, args, progress)
     if args.mask:
         progress.say(f"reading {args.mask}")
         options["mask"] = io.read_mask(args.mask)
 
-    progress.say(f"fitting {_describe(shape)} kernel on {_describe(b.shape)} pixels ...")
+    size = "an automatically sized" if shape is None else _describe(shape)
+    progress.say(f"fitting {size} kernel on {_describe(b.shape)} pixels ...")
     fit = kf.estimate(a, b, shape, **options)  # its warnings are printed by main()
 
     if not args.quiet:
         print(fit.summary())
     _write_outputs(args, fit, progress, a=a, b=b)
+    progress.say(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _run_estimate_tiled(args, shape, options, progress, started) -> int:
+    """--tile / --scheduler: statistics tile by tile, here or on a Dask cluster."""
+    if getattr(args, "per_channel", False) or getattr(args, "shared", False) \
+            or args.channel is not None or args.gray:
+        raise ValueError("--tile and --scheduler fit single-channel images; --channel, --gray, "
+                         "--per-channel and --shared are not available with them")
+    if args.report:
+        raise ValueError("--report draws the images and the residual, which --tile and "
+                         "--scheduler never hold whole; use --json")
+    if args.tile is not None and args.tile < 1:
+        raise ValueError(f"--tile {args.tile} must be a positive number of pixels")
+    if args.tile is not None:
+        from .tiles import open_lazy
+
+        a, b = (open_lazy(path, page=args.page) for path in (args.a, args.b))
+        if args.mask:
+            options["mask"] = open_lazy(args.mask, page=args.page)
+    else:
+        a, b = (_read(path, args, progress) for path in (args.a, args.b))
+        if args.mask:
+            options["mask"] = io.read_mask(args.mask)
+    progress.decide(b.shape[0] * b.shape[1])
+    where = f" on {args.scheduler}" if args.scheduler else ""
+    progress.say(f"fitting {_describe(shape)} kernel on {_describe(b.shape)} pixels{where} ...")
+    if args.scheduler:
+        from .distributed import estimate
+
+        fit = estimate(a, b, shape, scheduler=args.scheduler, tile=args.tile, **options)
+    else:
+        from .tiles import estimate_tiled
+
+        fit = estimate_tiled(a, b, shape, tile=args.tile, **options)
+    if not args.quiet:
+        print(fit.summary())
+    _write_outputs(args, fit, progress)
     progress.say(f"done in {time.perf_counter() - started:.1f} s")
     return 0
 
@@ -315,6 +376,36 @@ def _run_demo(args) -> int:
 
     run_demo()
     return 0
+
+
+def _by_channel(args, options) -> bool:
+    """--per-channel / --shared: check them against the other options, set the fit's."""
+    if not (args.per_channel or args.shared):
+        return False
+    flag = "--per-channel" if args.per_channel else "--shared"
+    if args.channel is not None or args.gray:
+        raise ValueError(f"{flag} fits every channel; it cannot be combined with "
+                         "--channel or --gray")
+    if args.per_channel and args.report:
+        raise ValueError("--report draws one kernel; with --per-channel use --json, or "
+                         "--channel N for one channel's report")
+    suffix = os.path.splitext(args.output)[1].lower()
+    if args.per_channel and suffix not in (".npy", ".tif", ".tiff", ".fits", ".fit", ".fts"):
+        # Checked before the fit: the stack of kernels needs an array format.
+        raise ValueError(f"{args.output}: --per-channel writes a (kh, kw, C) stack of "
+                         "kernels; use .npy, .tif or .fits")
+    options.update(channel_axis=-1, shared_channels=bool(args.shared))
+    return True
+
+
+def _read_channels(path, args, progress) -> np.ndarray:
+    """An image with its channels on the last axis (a grey image stays 2-D)."""
+    progress.say(f"reading {path}")
+    image = io.read_array(path, page=args.page)
+    if image.ndim not in (2, 3):
+        raise ValueError(f"{path}: expected an image with channels on the last axis, got "
+                         f"shape {image.shape}")
+    return image
 
 
 def _read(path, args, progress) -> np.ndarray:

@@ -12,6 +12,7 @@ from . import classic
 from .background import check_degree, fitted_background, profiled_statistics
 from .defects import check_saturation_option
 from .design import PreparedPair, prepare_pair
+from .distributed import has_dask_input
 from .free import fit_free_direct, fit_free_iterative, uses_direct_path
 from .models import fit_lowrank, fit_powerlaw, fit_radial, fit_separable
 from .models._common import MAX_STATISTICS_UNKNOWNS
@@ -46,6 +47,7 @@ METHODS = (None, "normal", "iterative", "lp") + classic.METHODS
 def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="l2",
              reg=None, lam="auto", nonneg=False, normalize=None, mask=None, method=None,
              noise_std=None, background=None, saturation=None, saturation_a=None,
+             channel_axis=None, shared_channels=False, variation=None,
              **model_options) -> KernelFit:
     """Estimate the kernel ``k`` with ``b ≈ a ⊛ k`` by least squares.
 
@@ -55,14 +57,26 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         The original and the observed image.  ``b`` may have ``a``'s shape, the 'valid' shape
         ``a.shape − shape + 1`` or the 'full' shape ``a.shape + shape − 1``.  Lists fit one
         kernel shared by every pair.  NaN/inf in ``b`` drop that pixel; in ``a`` they drop
-        every pixel of ``b`` whose footprint touches them.
-    shape : int or (kh, kw)
-        Kernel size in pixels, odd or even.
+        every pixel of ``b`` whose footprint touches them.  Dask arrays are fitted chunk by
+        chunk on the current Dask scheduler or ``client=``
+        (:func:`kernelfit.distributed.estimate`); images on disk larger than memory go
+        through :func:`kernelfit.tiles.estimate_tiled`.
+    shape : int or (kh, kw) or None
+        Kernel size in pixels, odd or even.  ``None``: chosen from the data
+        (:func:`kernelfit.auto.choose_shape`: a generous free probe on the 'valid' interior,
+        candidate windows holding given shares of its energy, judged on held-out pixels);
+        the window need not be square or centred, ``fit.center`` says where the output pixel
+        is, and ``fit.info['shape_scores']`` and ``['kernel_offset']`` hold the evidence and
+        the kernel's displacement.  ``center`` cannot be given with ``shape=None``.
     boundary : str, default 'valid'
         How ``b`` was made at the edges.  ``'valid'`` uses only pixels whose footprint lies
         inside ``a`` (right whatever made ``b``); ``'fill'`` (zeros), ``'wrap'``,
         ``'reflect'`` (= scipy.signal's 'symm'), ``'nearest'`` (edge replication) and
-        ``'mirror'`` use every pixel under that assumption.
+        ``'mirror'`` use every pixel under that assumption.  ``'auto'``: fit the 'valid'
+        interior, score each rule by how well that kernel predicts the border of ``b``, and
+        refit under the best (:func:`kernelfit.auto.choose_boundary`); when none explains the
+        border (a cropped ``b``) the 'valid' fit is kept and ``fit.message`` says so.
+        ``fit.boundary`` is the rule used, ``fit.info['boundary_scores']`` the scores.
     center : (int, int), optional
         Kernel index landing on the output pixel; default ``((kh-1)//2, (kw-1)//2)`` as in
         scipy.signal.  Users of scipy.ndimage with an even kernel pass ``(kh//2, kw//2)``.
@@ -146,6 +160,22 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         ``β`` (a list for several pairs), ``fit.info['background']`` the same as monomials,
         and ``fit.residual`` has it subtracted.  Available for the free model's direct path,
         the structured models up to 64×64 and the parametric models with ``loss='l2'``.
+    channel_axis : int, optional
+        ``a`` and ``b`` carry channels on this axis (e.g. ``-1`` for ``(H, W, 3)`` colour
+        images; ``a`` may also be one 2-D image for every channel): one kernel per channel,
+        returned as a :class:`kernelfit.channels.ChannelFits` whose ``kernel`` has the
+        channels on the same axis; ``mask`` is 2-D (all channels) or shaped like ``b``.
+    shared_channels : bool, default False
+        With ``channel_axis``: fit one kernel for all channels (the channels become pairs of
+        one fit, a :class:`KernelFit`).
+    variation : int, optional
+        Let every kernel coefficient vary over the image as a polynomial of this total degree
+        in the pixel position of ``b`` (``b(i) = Σ_t m_t(i)·(a ⊛ k_t)(i)``, see
+        :mod:`kernelfit.variation`): a :class:`kernelfit.variation.VaryingKernelFit` whose
+        ``kernel`` is the kernel at the centre of ``b``, ``kernel_at(y, x)`` the kernel at
+        pixel ``(y, x)`` of ``b`` and ``params['variation']`` the ``(T, kh, kw)``
+        coefficients.  Free model, ``loss='l2'``, no ``reg``/``nonneg``/``normalize``/
+        ``background``, direct solver only; every ``b`` of a list must have one shape.
     **model_options
         Options of the structured and parametric models (see ``model``); ``tol``,
         ``maxiter`` of the free model's matrix-free path and robust fits; ``f_scale``,
@@ -155,6 +185,8 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     Returns
     -------
     KernelFit
+        (:class:`kernelfit.channels.ChannelFits` for one kernel per channel,
+        :class:`kernelfit.variation.VaryingKernelFit` with ``variation=``.)
 
     Raises
     ------
@@ -163,8 +195,13 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
 
     Warns
     -----
+    kernelfit.IdentifiabilityWarning
+        When an unregularised free kernel is mostly noise: many of its frequencies are
+        below the noise in ``a``, or the Gram matrix is too ill-conditioned for the noise
+        (numbers in ``fit.info['identifiability']``, advice in the message).
     kernelfit.RankDeficientWarning
-        When the images do not determine the kernel (then ``fit.converged`` is False).
+        (A subclass of the above.)  When the images do not determine the kernel at all
+        (then ``fit.converged`` is False).
 
     Examples
     --------
@@ -176,6 +213,24 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     >>> np.allclose(fit.kernel, k)
     True
     """
+    if has_dask_input(a, b, mask):  # statistics per chunk on the Dask cluster
+        arguments = dict(locals())
+        arguments.update(arguments.pop("model_options"))
+        from .distributed import estimate as estimate_dask
+
+        return estimate_dask(**arguments)
+    if channel_axis is not None or shared_channels is not False:
+        return _front_door("channels", locals())
+    if variation is not None:
+        return _front_door("variation", locals())
+    if shape is None or (isinstance(boundary, str) and boundary.lower() == "auto"):
+        from .auto import estimate_auto  # the automatic choices call back into estimate()
+
+        return estimate_auto(a, b, shape, boundary=boundary, center=center, model=model,
+                             loss=loss, reg=reg, lam=lam, nonneg=nonneg, normalize=normalize,
+                             mask=mask, method=method, noise_std=noise_std,
+                             background=background, saturation=saturation,
+                             saturation_a=saturation_a, **model_options)
     shape = normalize_shape(shape)
     boundary = normalize_boundary(boundary)
     background = check_degree(background)
@@ -272,6 +327,18 @@ def _fit_robust(pairs, shape, *, loss, reg, lam, nonneg, normalize, method, back
     return fit_free_robust(pairs, shape, loss=loss, method="lp" if method == "lp" else None,
                            reg=reg, lam=None if reg is None else lam, nonneg=bool(nonneg),
                            normalize=normalize, single=single, **options)
+
+
+def _front_door(name: str, frame: dict):
+    """Hand estimate()'s arguments (``locals()`` on entry, model options flattened) to the
+    channel or variation front door; imported here because those modules import this one."""
+    arguments = dict(frame)
+    arguments.update(arguments.pop("model_options"))
+    if name == "channels":
+        from .channels import estimate_channels
+        return estimate_channels(**arguments)
+    from .variation import estimate_varying
+    return estimate_varying(**arguments)
 
 
 def _refuse(model, **options):
@@ -389,6 +456,9 @@ def _annotate(pairs, fit: KernelFit) -> KernelFit:
             if fit.stderr is not None and np.isfinite(scale):
                 fit.stderr = _scaled(fit.stderr, scale)
                 fit.cov = None if fit.cov is None else fit.cov * scale ** 2
+    # After the noise floor: whether a and this noise level determine the kernel.
+    from .diagnostics import annotate as annotate_identifiability
+    annotate_identifiability(pairs, fit)
     return fit
 
 

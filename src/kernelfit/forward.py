@@ -22,8 +22,11 @@ def convolve(a, kernel, *, boundary="fill", center=None, mode="same"):
     ----------
     a : (H, W) array_like
         The image.  Integers are promoted to float64; float32 is kept.
-    kernel : (kh, kw) array_like
-        The kernel, in convolution orientation.  It may be larger than ``a``.
+    kernel : (kh, kw) array_like, or a varying kernel
+        The kernel, in convolution orientation.  It may be larger than ``a``.  A
+        :class:`kernelfit.variation.VaryingKernel` (or a fit with ``variation=``) gives
+        ``Σ_t m_t ⊙ (a ⊛ k_t)``, each output pixel with its own kernel (its ``center`` is the
+        default centre).
     boundary : str, default 'fill'
         ``'fill'`` (zeros), ``'wrap'``, ``'reflect'``, ``'nearest'``, ``'mirror'``, or
         ``'valid'`` (no extension: the output is the 'valid' part only).
@@ -44,6 +47,9 @@ def convolve(a, kernel, *, boundary="fill", center=None, mode="same"):
     >>> kf.convolve(a, [[0, 0, 0], [0, 1, 0], [0, 0, 0]]).tolist() == a.tolist()
     True
     """
+    varying = _as_varying(kernel)
+    if varying is not None:
+        return varying.convolve(a, boundary=boundary, center=center, mode=mode)
     a = as_image(a, "a")
     kernel = as_image(kernel, "kernel")
     if not np.all(np.isfinite(kernel)):
@@ -53,6 +59,15 @@ def convolve(a, kernel, *, boundary="fill", center=None, mode="same"):
     geometry = make_geometry(a.shape, kernel.shape, boundary=boundary, center=center,
                              output_size=mode)
     return convolve_extended(geometry.extend(a), kernel)
+
+
+def _as_varying(kernel):
+    """The VaryingKernel a kernel argument stands for, or None for a plain array."""
+    if isinstance(kernel, np.ndarray):
+        return None
+    from .variation import as_varying  # here: kernelfit.variation imports this module
+
+    return as_varying(kernel)
 
 
 # Direct summation is exact to the last ulp; FFT convolution has errors of ~1e-16 times the

@@ -14,6 +14,7 @@ import numpy as np
 
 from .background import fitted_background, profiled_statistics
 from .design import PreparedPair
+from .diagnostics import gram_condition
 from .forward import ExtendedSpectrum
 from .regularisers import NONSMOOTH, penalty_matrix
 from .result import KernelFit, ResidualImages
@@ -46,6 +47,22 @@ def fit_free_direct(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, norma
 
     ``background=d`` profiles a polynomial background of degree ``d`` per pair out of the
     statistics (:mod:`kernelfit.background`); everything after that is unchanged.
+
+    ``fit.cov`` (and ``fit.stderr``, the square root of its diagonal) is the sampling
+    covariance of the estimator, ``σ̂²`` times (``fit.info['covariance']`` says which):
+
+    * no regulariser: ``G⁻¹``, the Cramér–Rao bound the least-squares kernel attains;
+    * a quadratic regulariser: ``H⁻¹GH⁻¹`` with ``H = G + lam·n·LᵀL``, the spread of the
+      regularised kernel around its own mean ``E k̂ = H⁻¹Gk`` at the chosen ``lam`` (held
+      fixed).  The bias ``E k̂ − k`` is not included: ``stderr`` is not an error bar on the
+      true kernel.  ``σ̂² = RSS/(n − tr(H⁻¹G))``;
+    * ``normalize``: the above projected onto ``Σk = normalize`` (zero variance along it);
+    * ``nonneg``: the covariance of the coefficients the constraint leaves free, with those
+      held at 0 fixed (their ``stderr`` is 0): conditional on the active set, exact when the
+      kernel is well above 0, approximate for coefficients that could hit the bound.
+
+    The Gram matrix's condition number goes to ``fit.info['identifiability']``
+    (:func:`kernelfit.diagnostics.gram_condition`).
     """
     started = time.perf_counter()
     spectra = [_spectrum_if_useful(pair, shape) for pair in pairs]
@@ -60,21 +77,10 @@ def fit_free_direct(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, norma
     else:
         stats, terms, spectra = profiled_statistics(pairs, shape, background, spectra=spectra)
     t_stats = time.perf_counter()
-    penalty = penalty_matrix(reg, shape) if reg else None
     info = {"n_pairs": len(pairs)}
-    if reg and lam == "auto":
-        choice = choose_lambda(stats, penalty, noise_std=noise_std)
-        lam = choice.lam
-        info["lambda_selection"] = {"criterion": choice.criterion, "lams": choice.lams,
-                                    "scores": choice.scores, "edf": choice.edf,
-                                    "message": choice.message}
-    lam = float(lam) if reg else None
-    if nonneg or normalize is not None:
-        fit_core = _constrained(stats, penalty, lam or 0.0, nonneg, normalize)
-    else:
-        fit_core = _unconstrained(stats, penalty, lam or 0.0)
-    kernel, trusted, message, cov_unscaled, dof, solver_info = fit_core
-    info.update(solver_info)
+    kernel, trusted, message, cov_unscaled, dof, lam = _solve_statistics(
+        stats, shape, reg=reg, lam=lam, nonneg=nonneg, normalize=normalize,
+        noise_std=noise_std, info=info)
     residuals = ResidualImages(pairs, spectra, kernel, single=single, backgrounds=terms)
     rss = _residual_sum_of_squares(stats, kernel, residuals)
     # With a background, stats.n_used = pixels − background terms: the residual's degrees of
@@ -89,6 +95,98 @@ def fit_free_direct(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, norma
                      lam=lam, n_used=getattr(stats, "n_pixels", stats.n_used),
                      converged=trusted, message=message, method="normal", info=info,
                      background=fitted)
+
+
+# Relative resolution of ``bᵀb − 2kᵀc + kᵀGk`` from summed statistics (see fit_free_statistics).
+_RSS_RESOLUTION = 1e-12
+
+
+def fit_free_statistics(stats, *, center, boundary, reg, lam, nonneg, normalize,
+                        noise_std) -> KernelFit:
+    """The direct path on statistics summed elsewhere (tiles, Dask workers): no images.
+
+    The same solve as :func:`fit_free_direct`; without the images ``fit.residual`` is
+    ``None`` and the residual sum of squares comes from the statistics alone,
+    ``bᵀb − 2kᵀc + kᵀGk``.  Below ``1e-12·bᵀb`` (a nearly noise-free ``b``) that is mostly
+    rounding: ``fit.noise_std`` and ``fit.stderr`` are then NaN and ``fit.message`` says so.
+
+    Examples
+    --------
+    >>> import numpy as np, kernelfit as kf
+    >>> a = np.random.default_rng(0).random((30, 30))
+    >>> s = kf.statistics(a, kf.convolve(a, np.eye(3), mode="valid"), (3, 3))
+    >>> fit = fit_free_statistics(s, center=(1, 1), boundary="valid", reg=None, lam="auto",
+    ...                           nonneg=False, normalize=None, noise_std=None)
+    >>> bool(np.allclose(fit.kernel, np.eye(3))), fit.residual is None
+    (True, True)
+    """
+    started = time.perf_counter()
+    info = {}
+    kernel, trusted, message, cov_unscaled, dof, lam = _solve_statistics(
+        stats, stats.shape, reg=reg, lam=lam, nonneg=nonneg, normalize=normalize,
+        noise_std=noise_std, info=info)
+    k = kernel.ravel()
+    rss = stats.btb - 2.0 * (k @ stats.rhs) + k @ (stats.gram @ k)
+    # The formula cancels: its rounding is ~1e-13·bᵀb for sums over many pixels, so a
+    # smaller RSS (a noise-free b) is not resolved and gives no noise level.
+    resolved = rss > _RSS_RESOLUTION * stats.btb
+    noise, cov, stderr, message = _uncertainty(rss if resolved else float("nan"),
+                                               stats.n_used, kernel, cov_unscaled, dof, message)
+    if not resolved:
+        cov = None
+        note = ("the residual is below what summed statistics resolve (RSS < "
+                f"{_RSS_RESOLUTION:g}·bᵀb, a nearly noise-free b): no noise level or standard "
+                "errors")
+        message = f"{message}; {note}" if message else note
+    info["seconds"] = {"total": time.perf_counter() - started}
+    return KernelFit(kernel=kernel, shape=kernel.shape, center=tuple(center), boundary=boundary,
+                     model="free", params={}, stderr=stderr, cov=cov, noise_std=noise, lam=lam,
+                     n_used=stats.n_used, converged=trusted, message=message, method="normal",
+                     info=info)
+
+
+def _solve_statistics(stats, shape, *, reg, lam, nonneg, normalize, noise_std, info):
+    """Choose ``lam`` (when 'auto') and solve; records the choice and the solver in ``info``.
+
+    Returns ``(kernel, trusted, message, cov_unscaled, dof, lam)``, ``lam`` None without a
+    regulariser.
+    """
+    penalty = penalty_matrix(reg, shape) if reg else None
+    if reg and lam == "auto":
+        choice = choose_lambda(stats, penalty, noise_std=noise_std)
+        lam = choice.lam
+        info["lambda_selection"] = {"criterion": choice.criterion, "lams": choice.lams,
+                                    "scores": choice.scores, "edf": choice.edf,
+                                    "message": choice.message}
+    lam = float(lam) if reg else None
+    if nonneg or normalize is not None:
+        fit_core = _constrained(stats, penalty, lam or 0.0, nonneg, normalize)
+    else:
+        fit_core = _unconstrained(stats, penalty, lam or 0.0)
+    kernel, trusted, message, cov_unscaled, dof, solver_info = fit_core
+    info.update(solver_info)
+    # The solver's LAPACK estimate is of G itself only without a penalty or constraints.
+    plain = not lam and not nonneg and normalize is None
+    info["identifiability"] = gram_condition(stats.gram,
+                                             rcond=info.get("rcond") if plain else None)
+    info["covariance"] = _covariance_meaning(reg=reg, nonneg=nonneg, normalize=normalize)
+    return kernel, trusted, message, cov_unscaled, dof, lam
+
+
+def _covariance_meaning(*, reg, nonneg, normalize) -> str:
+    """What ``fit.cov`` (and ``fit.stderr``) of a direct-path fit is, for ``fit.info``."""
+    if reg:
+        text = ("sigma^2 H^-1 G H^-1 with H = G + lam*n*L'L: the spread of the regularised "
+                "kernel around its own mean at this lam (held fixed); the regularisation "
+                "bias is not included")
+    else:
+        text = "sigma^2 G^-1: the spread of the least-squares kernel around the true one"
+    if normalize is not None:
+        text += "; projected onto the constraint sum(k) = normalize (no spread along it)"
+    if nonneg:
+        text += ("; for the coefficients left free by nonneg, with those held at 0 fixed "
+                 "(stderr 0 there), given the active set")
+    return text
 
 
 def fit_free_iterative(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, normalize,

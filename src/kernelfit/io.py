@@ -244,7 +244,9 @@ def select_plane(array, *, channel=None, gray=False, source="image") -> np.ndarr
     if is_colour:
         raise ValueError(
             f"{source}: is a colour image (shape {arr.shape}); pick one channel with "
-            "channel=N (--channel N) or convert it with gray=True (--gray)"
+            "channel=N (--channel N) or convert it with gray=True (--gray); to fit every "
+            "channel, estimate(..., channel_axis=-1) (--per-channel, or --shared for one "
+            "kernel)"
         )
     if n_channels == 2:
         raise ValueError(
@@ -569,6 +571,8 @@ def write_kernel(path, kernel) -> None:
         or ``.png`` -- a *picture* of the kernel for viewing: values are mapped linearly
         from [min, max] to [0, 255] and rounded to 8 bits, so the numbers are lost.
     kernel : (kh, kw) array_like
+        Or a 3-D stack of kernels (one per channel, ``estimate(..., channel_axis=)``), written
+        as it is to ``.npy``, ``.tif`` and ``.fits``; the 2-D formats refuse it.
 
     Examples
     --------
@@ -580,9 +584,18 @@ def write_kernel(path, kernel) -> None:
     """
     path = check_output_path(path, "kernel")
     kernel = np.asarray(kernel, dtype=np.float64)
+    ext = path.suffix.lower()
+    if kernel.ndim == 3 and ext in _ARRAY_WRITERS:
+        # A stack (one kernel per channel, channel_axis=): array formats hold it as it is
+        # (a TIFF as grey planes: 3 or 4 float samples would otherwise be tagged RGB(A)).
+        writer = _write_tiff_stack if ext in (".tif", ".tiff") else _ARRAY_WRITERS[ext]
+        _write_with(path, writer, kernel)
+        return
+    if kernel.ndim == 3:
+        raise ValueError(f"{path}: a stack of kernels of shape {kernel.shape} (one per "
+                         f"channel) can be written as .npy, .tif or .fits, not as {ext}")
     if kernel.ndim != 2:
         raise ValueError(f"{path}: a kernel must be 2-D, got an array of shape {kernel.shape}")
-    ext = path.suffix.lower()
     if ext == ".png":
         _write_with(path, _write_picture, _kernel_picture(kernel))
     elif ext in TEXT_EXTENSIONS:
@@ -701,6 +714,12 @@ def _write_tiff(path, array):
     import tifffile
 
     tifffile.imwrite(path, array)
+
+
+def _write_tiff_stack(path, array):
+    import tifffile
+
+    tifffile.imwrite(path, array, photometric="minisblack")
 
 
 def _write_fits(path, array):

@@ -34,7 +34,11 @@ class KernelFit:
     stderr : ndarray or None
         One standard error per kernel coefficient (NaN when not determined).
     cov : ndarray or None
-        Covariance of the flattened kernel (C order), ``σ̂²·G⁻¹``; ``None`` when not available.
+        Covariance of the flattened kernel (C order) or of the parameters: ``σ̂²·G⁻¹`` for
+        least squares; under a quadratic regulariser the sampling covariance
+        ``σ̂²·H⁻¹GH⁻¹`` (``H = G + λ·n·LᵀL``: the spread around the estimator's own mean,
+        without the regularisation bias); ``fit.info['covariance']`` says which.  ``None``
+        when not available.
     background : ndarray or None
         Fitted background coefficients (``None``: no background was fitted).
     residual : ndarray or list of ndarray
@@ -93,6 +97,12 @@ class KernelFit:
         lines.extend(self._parameter_lines())
         if isinstance(self.stderr, np.ndarray) and np.isfinite(self.stderr).any():
             lines.append(f"median standard error per coefficient: {np.nanmedian(self.stderr):.3g}")
+        check = self.info.get("identifiability", {})
+        if "below_noise_fraction" in check:   # see kernelfit.diagnostics
+            lines.append(f"identifiability: {check['below_noise_fraction']:.0%} of the "
+                         "frequencies below the noise, a free least-squares kernel's relative "
+                         f"error ~{check['relative_error']:.2g}, "
+                         f"{check['effective_parameters']:.4g} effective parameters")
         lines.append("status: " + ("ok" if self.converged else "NOT TRUSTED"))
         if self.message:
             lines.append(self.message)

@@ -229,12 +229,14 @@ def _band_indices(n, t):
     return np.r_[0:t, n - t:n]
 
 
-def _band_lag_sums(P, ty, tx):
-    """``R[m, dy, dx] = Σ_{x in core columns} P(y_m, x)·P(y_m+dy, x+dx)`` for band rows y_m.
+def _band_lag_sums(P, ty, tx, Q=None):
+    """``R[m, dy, dx] = Σ_{x in core columns} P(y_m, x)·Q(y_m+dy, x+dx)`` for band rows y_m.
 
-    Rows outside ``P`` count as zero.  One batched 1-D FFT correlation per ``dy``; only the
-    rows within ``ty`` of a band are transformed.
+    ``Q`` defaults to ``P`` (the Gram's lag sums; another image gives the cross-Gram of two
+    designs, :mod:`kernelfit.variation`).  Rows outside ``Q`` count as zero.  One batched 1-D
+    FFT correlation per ``dy``; only the rows within ``ty`` of a band are transformed.
     """
+    Q = P if Q is None else Q
     Ph, Pw = P.shape
     rows = _band_indices(Ph, ty)
     # Core columns x and x + dx both lie inside the row, so length Pw has no wrap-around.
@@ -248,7 +250,7 @@ def _band_lag_sums(P, ty, tx):
     inside = (needed >= 0) & (needed < Ph)
     unique_rows, position = np.unique(needed[inside], return_inverse=True)
     spectra = np.zeros((len(unique_rows) + 1, n_fft // 2 + 1), complex)
-    spectra[:-1] = scipy.fft.rfft(P[unique_rows], n_fft, axis=1)
+    spectra[:-1] = scipy.fft.rfft(Q[unique_rows], n_fft, axis=1)
     index = np.full(needed.shape, len(unique_rows))
     index[inside] = position.ravel()
     lags = np.arange(-tx, tx + 1) % n_fft

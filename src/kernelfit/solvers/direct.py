@@ -18,11 +18,16 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg import lapack
 
+from ..diagnostics import IdentifiabilityWarning
 from ..stats import SufficientStatistics
 
 
-class RankDeficientWarning(UserWarning):
-    """The images do not determine every kernel coefficient."""
+class RankDeficientWarning(IdentifiabilityWarning):
+    """The images do not determine every kernel coefficient.
+
+    The extreme case of :class:`kernelfit.IdentifiabilityWarning` (a subclass of
+    ``UserWarning``), so filtering that category filters this one too.
+    """
 
 
 @dataclass

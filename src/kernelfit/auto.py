@@ -1,0 +1,760 @@
+"""Choices the user need not make: the kernel size (``shape=None``) and the edge rule
+(``boundary='auto'``) of :func:`kernelfit.estimate`.
+
+Both choices are made on evidence, and the evidence is returned in ``fit.info``:
+
+Kernel size (:func:`choose_shape`)
+    1. *Probe.*  A free kernel is fitted on the 'valid' interior in a generous window
+       (:data:`PROBE_SIZE` square, smaller for small images so that there are at least
+       :data:`PIXELS_PER_UNKNOWN` pixels per coefficient).  If ``b`` is shifted relative to
+       ``a`` by more than a quarter of that window, the window is first moved onto the shift,
+       found as the peak of a regularised Fourier ratio of the two images.
+    2. *Where the energy lives.*  The probe is a ridge fit whose weight generalised
+       cross-validation chooses (negligible on a textured image; on a smooth one it keeps the
+       undetermined high frequencies from flooding the window with noise).  ``k̂² − var(k̂)``
+       estimates each coefficient's energy ``k²`` without the noise's bias.  Its row and
+       column sums give one energy profile per direction, and for each fraction in
+       :data:`ENERGY_FRACTIONS` the shortest interval per direction holding that share of
+       the energy gives a candidate window (not necessarily square, not necessarily
+       centred); the 99 % window grown by 1, 2, ... pixels on every side gives the larger
+       candidates.
+    3. *Held-out pixels decide.*  The used pixels are split into two halves; a kernel on
+       each candidate window is fitted on one half and scored on the other, and the other
+       way round.  The score is the held-out mean squared residual over the probe's noise
+       variance (about 1 when a window holds the whole kernel; more when it cuts the kernel
+       off, or when it has so many coefficients that the fits pick up noise).  Each
+       candidate's fit is a sub-block of the probe's sufficient statistics, so scoring needs
+       no further pass over the image.  The best candidate is then refined one side at a
+       time, preferring the smaller window when the scores differ by less than
+       :data:`SCORE_TOLERANCE`.  If the result reaches the edge of the probe window, the
+       window grows (to ``2·size + 1``, up to :data:`MAX_SIZE`) and the search repeats.
+
+    The chosen window must contain the output pixel (a kernel's ``center`` is an index into
+    it), so a kernel offset from it is covered by a window stretched to include that pixel,
+    with ``center`` pointing at it: the window is the candidate box joined with the origin,
+    not a larger square.  ``fit.info['kernel_offset']`` is the centroid of the fitted
+    kernel's energy relative to ``center`` (rows, columns; positive = ``b`` displaced
+    down/right of ``a``).  When ``b`` is 'valid'- or 'full'-sized, its size fixes the shape.
+
+Edge rule (:func:`choose_boundary`)
+    The kernel is first fitted on the 'valid' interior, with every option the user gave.
+    Then each rule of :data:`BORDER_RULES` predicts the border of ``b`` (the pixels whose
+    footprint leaves ``a``) with that kernel; the score is the border's mean squared
+    residual over the interior noise variance, about 1 for the rule that made ``b``.  Every
+    rule is scored on the same pixels, so ranking by score is ranking by Gaussian
+    likelihood.  The best rule is used to refit with the border included, unless even its
+    score exceeds :data:`BORDER_EXPLAINED` (``b`` was cropped from a larger image or made by
+    software with another rule): then the 'valid' fit is kept, and ``fit.message`` says so.
+    A 'valid'-sized ``b`` has no border, and gets the 'valid' fit.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.fft
+import scipy.linalg
+from numpy.polynomial import legendre
+
+from ._conventions import BOUNDARIES, as_image, default_center, normalize_boundary
+from .background import BackgroundBasis, check_degree, profiled_statistics
+from .defects import check_saturation_option
+from .design import PreparedPair, prepare_pair
+from .forward import convolve_extended
+from .result import KernelFit
+from .stats import statistics
+
+AUTO = "auto"
+# The rules a border can be scored against ('valid' has no border to predict).
+BORDER_RULES = tuple(rule for rule in BOUNDARIES if rule != "valid")
+# The best rule's border score must stay below this to be believed.  Under the right rule the
+# score is 1 plus the kernel's estimation error seen at the border: 0.92-1.28 over the 30
+# cases of benchmarks/bench_auto.py; a b cropped from a larger blurred image scored 4.9 (a
+# smooth moon crop) to 23 there, and wrong rules on textured borders far more.
+BORDER_EXPLAINED = 3.0
+# The first probe window, and the largest window searched (the free model's direct-path
+# limit).  Most kernels fit in the first; a larger one is probed only when the best candidate
+# reaches the probe's edge (the probe's statistics cost O(size⁴)).
+PROBE_SIZE = 15
+MAX_SIZE = 51
+# Pixels per unknown the probe must have: its fits on half the pixels are then still
+# well-determined (a photo's Gram matrix is far from the identity).
+PIXELS_PER_UNKNOWN = 8
+# Shares of the kernel's energy that define the smaller candidate windows.  Beyond 99 % the
+# probe's noise decides where the last fraction of a per cent lies (measured on 128² photos:
+# the row sums of k̂² − var(k̂) scatter by ~0.05 % of the energy), so larger candidates are
+# the 99 % window grown by a margin on every side instead.
+ENERGY_FRACTIONS = (0.9, 0.95, 0.98, 0.99)
+# Score difference (in noise variances) within which a smaller window is preferred: about
+# what one coefficient more or less changes a held-out mean square over a few thousand pixels.
+SCORE_TOLERANCE = 2e-3
+# A shift of b relative to a beyond this fraction of the probe window moves the window.
+SHIFT_FRACTION = 0.25
+
+
+def is_auto(value) -> bool:
+    """Whether ``boundary`` asks for the automatic rule.
+
+    Examples
+    --------
+    >>> is_auto("Auto"), is_auto("fill"), is_auto(None)
+    (True, False, False)
+    """
+    return isinstance(value, str) and value.lower() == AUTO
+
+
+@dataclass
+class ShapeChoice:
+    """A chosen kernel window and the evidence for it.
+
+    Attributes
+    ----------
+    shape : (int, int)
+    center : (int, int) or None
+        The output pixel's index in the window (None: the shape came from ``b``'s size, where
+        the centre plays no part).
+    scores : dict
+        ``{"candidates": [...], "scores": [...], "chosen": label, ...}`` for
+        ``fit.info['shape_scores']``.
+    message : str
+        Empty, or a caveat (the kernel may be larger than the largest window searched).
+    """
+
+    shape: tuple[int, int]
+    center: tuple[int, int] | None
+    scores: dict = field(default_factory=dict)
+    message: str = ""
+
+
+def estimate_auto(a, b, shape, *, boundary, center=None, **options) -> KernelFit:
+    """:func:`kernelfit.estimate` with ``shape=None`` and/or ``boundary='auto'``.
+
+    The size is chosen first (on the 'valid' interior, where no edge rule matters), then the
+    rule; the final fit is an ordinary :func:`kernelfit.estimate` call with every option
+    given, so every model, loss, regulariser and constraint composes with both choices.
+
+    Parameters
+    ----------
+    a, b, shape, boundary, center, **options
+        As for :func:`kernelfit.estimate`; ``shape`` may be None and ``boundary`` 'auto'.
+
+    Returns
+    -------
+    KernelFit
+        With ``info['shape_scores']`` and ``info['kernel_offset']`` (for ``shape=None``) and
+        ``info['boundary_scores']`` (for ``boundary='auto'``).
+
+    Examples
+    --------
+    >>> import numpy as np, kernelfit as kf
+    >>> rng = np.random.default_rng(0)
+    >>> a = rng.random((48, 48))
+    >>> k = np.array([[0.0, 0.2, 0.0], [0.1, 0.4, 0.2], [0.0, 0.1, 0.0]])
+    >>> fit = estimate_auto(a, kf.convolve(a, k, boundary="wrap"), None, boundary="auto")
+    >>> fit.shape, fit.boundary, bool(np.allclose(fit.kernel, k))
+    ((3, 3), 'wrap', True)
+    """
+    _check_early(shape, boundary, center, options)
+    choice = None
+    if shape is None:
+        defects = {name: options.get(name) for name in
+                   ("mask", "saturation", "saturation_a", "background")}
+        choice = choose_shape(a, b, **defects)
+        shape, center = choice.shape, choice.center
+    from .estimate import estimate
+
+    if is_auto(boundary):
+        fit = choose_boundary(a, b, shape, center=center, **options)
+    else:
+        fit = estimate(a, b, shape, boundary=boundary, center=center, **options)
+    if choice is not None:
+        fit.info["shape_scores"] = choice.scores
+        fit.info["kernel_offset"] = kernel_offset(fit.kernel, fit.center)
+        _add_message(fit, choice.message)
+    return fit
+
+
+def _check_early(shape, boundary, center, options) -> None:
+    """Refuse bad options before the (costly) search rather than after it."""
+    from .estimate import _check_options
+
+    if shape is None and center is not None:
+        raise ValueError(f"center={center!r} is an index into a kernel of a given size; with "
+                         "shape=None the size and the centre are chosen together (the chosen "
+                         "centre is fit.center): pass shape= as well, or no center")
+    if not is_auto(boundary):
+        normalize_boundary(boundary)
+    check_degree(options.get("background"))
+    check_saturation_option(options.get("saturation"), "saturation")
+    check_saturation_option(options.get("saturation_a"), "saturation_a")
+    checked = {name: options.get(name, default) for name, default in
+               (("model", "free"), ("loss", "l2"), ("reg", None), ("lam", "auto"),
+                ("method", None), ("nonneg", False), ("normalize", None),
+                ("noise_std", None))}
+    _check_options(shape=shape, **checked)
+
+
+def _add_message(fit: KernelFit, message: str) -> None:
+    if message:
+        fit.message = f"{fit.message} {message}".strip()
+
+
+# --------------------------------------------------------------------------------------------
+# Kernel offset
+# --------------------------------------------------------------------------------------------
+
+
+def kernel_offset(kernel, center) -> list[float]:
+    """Centroid of the kernel's energy ``k²`` relative to ``center``, as ``[rows, columns]``.
+
+    Positive values mean ``b`` is displaced down/right of ``a``.
+
+    Examples
+    --------
+    >>> k = np.zeros((5, 5)); k[2, 4] = 1.0
+    >>> kernel_offset(k, (2, 2))
+    [0.0, 2.0]
+    """
+    energy = np.square(np.asarray(kernel, dtype=np.float64))
+    total = energy.sum()
+    if not total > 0:
+        return [0.0, 0.0]
+    rows, cols = np.indices(energy.shape)
+    return [round(float((energy * rows).sum() / total - center[0]), 3),
+            round(float((energy * cols).sum() / total - center[1]), 3)]
+
+
+# --------------------------------------------------------------------------------------------
+# boundary='auto'
+# --------------------------------------------------------------------------------------------
+
+
+def choose_boundary(a, b, shape, *, center=None, **options) -> KernelFit:
+    """Fit with the edge rule that best explains the border of ``b`` (see the module notes).
+
+    Returns
+    -------
+    KernelFit
+        The refit under the chosen rule (``fit.boundary``), or the 'valid' fit; the scores
+        in ``fit.info['boundary_scores']``.
+
+    Examples
+    --------
+    >>> import numpy as np, kernelfit as kf
+    >>> a = np.random.default_rng(2).random((40, 40))
+    >>> b = kf.convolve(a, np.full((3, 3), 1 / 9), boundary="mirror")
+    >>> choose_boundary(a, b, (3, 3)).info["boundary_scores"]["chosen"]
+    'mirror'
+    """
+    from .estimate import _prepare_pairs, estimate
+
+    defects = {name: options.get(name) for name in ("mask", "saturation", "saturation_a")}
+    valid_pairs = _prepare_pairs(a, b, shape, boundary="valid", center=center, **defects)
+    fit_valid = estimate(a, b, shape, boundary="valid", center=center, **options)
+    if all(pair.geometry.output_size == "valid" for pair in valid_pairs):
+        fit_valid.info["boundary_scores"] = {
+            "candidates": [], "scores": [], "chosen": "valid",
+            "message": "b has the 'valid' size: it has no border to score"}
+        return fit_valid
+    residuals = {rule: _border_residuals(a, b, shape, rule, center, defects, valid_pairs,
+                                         fit_valid) for rule in BORDER_RULES}
+    # The same pixels for every rule, so that the scores compare like with like (a NaN in a
+    # spoils different border pixels under different rules).
+    common = np.logical_and.reduce([np.isfinite(r) for r in residuals.values()])
+    n_border = int(common.sum())
+    if n_border == 0:
+        fit_valid.info["boundary_scores"] = {
+            "candidates": [], "scores": [], "chosen": "valid",
+            "message": "no usable border pixel (all masked or not finite)"}
+        return fit_valid
+    variance = _noise_variance(fit_valid, valid_pairs)
+    scores = [float(np.mean(np.square(r[common])) / variance) for r in residuals.values()]
+    best = int(np.argmin(scores))
+    rule = BORDER_RULES[best]
+    record = {"candidates": list(BORDER_RULES), "scores": scores, "chosen": rule,
+              "criterion": "mean squared border residual / interior noise variance",
+              "n_border": n_border}
+    if scores[best] > BORDER_EXPLAINED:
+        record["chosen"] = "valid"
+        record["message"] = (
+            f"no edge rule explains the border of b (best: {rule!r}, score "
+            f"{scores[best]:.3g} > {BORDER_EXPLAINED}): b may be cropped from a larger image "
+            "or made with another rule, so only the 'valid' interior was used")
+        fit_valid.info["boundary_scores"] = record
+        _add_message(fit_valid, "boundary='auto': " + record["message"] + ".")
+        return fit_valid
+    fit = estimate(a, b, shape, boundary=rule, center=center, **options)
+    fit.info["boundary_scores"] = record
+    return fit
+
+
+def _border_residuals(a, b, shape, rule, center, defects, valid_pairs, fit_valid):
+    """``b − prediction`` under ``rule`` on the border pixels of every pair, flattened; NaN
+    where a pixel is unusable (masked, non-finite, or not a border pixel)."""
+    from .estimate import _prepare_pairs
+
+    pairs = _prepare_pairs(a, b, shape, boundary=rule, center=center, **defects)
+    backgrounds = _as_list(fit_valid.background, len(pairs))
+    kernel = np.asarray(fit_valid.kernel, dtype=np.float64)
+    out = []
+    for pair, valid_pair, beta in zip(pairs, valid_pairs, backgrounds):
+        residual = _border_residual(pair, valid_pair.geometry.used, kernel)
+        if beta is not None:
+            residual = residual - _background_image(beta, valid_pair)
+        out.append(residual.ravel())
+    return np.concatenate(out)
+
+
+def _border_residual(pair: PreparedPair, inner, kernel) -> np.ndarray:
+    """``b − a ⊛ kernel`` on the pixels of ``b`` outside the rectangle ``inner`` (NaN inside
+    it and where unused), convolving only the four border strips.
+
+    Under a padding rule the used rectangle is the whole of ``b``, so ``b``'s indices are
+    those of ``pair.b_used`` and strip ``[y0, y1) × [x0, x1)`` of the prediction is the
+    'valid' convolution of ``extended[y0:y1+kh−1, x0:x1+kw−1]``.
+    """
+    kh, kw = kernel.shape
+    Ho, Wo = pair.b_used.shape
+    (r0, r1, _), (c0, c1, _) = (s.indices(n) for s, n in zip(inner, (Ho, Wo)))
+    out = np.full((Ho, Wo), np.nan)
+    strips = ((0, r0, 0, Wo), (r1, Ho, 0, Wo), (r0, r1, 0, c0), (r0, r1, c1, Wo))
+    for y0, y1, x0, x1 in strips:
+        if y1 <= y0 or x1 <= x0:
+            continue
+        prediction = convolve_extended(pair.extended[y0:y1 + kh - 1, x0:x1 + kw - 1], kernel)
+        out[y0:y1, x0:x1] = pair.b_used[y0:y1, x0:x1] - prediction
+    if pair.use is not None:
+        out[~pair.use] = np.nan
+    return out
+
+
+def _as_list(value, n):
+    if value is None:
+        return [None] * n
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _background_image(beta, valid_pair: PreparedPair) -> np.ndarray:
+    """The 'valid' fit's polynomial background continued over the whole of ``b``.
+
+    Its coordinates are scaled to [−1, 1] across the valid rectangle (see
+    :mod:`kernelfit.background`), so the border lies just outside that range.
+    """
+    beta = np.asarray(beta, dtype=np.float64)
+    used, b_shape = valid_pair.geometry.used, valid_pair.b_shape
+    inside = valid_pair.geometry.used_shape
+    degree = int(round((np.sqrt(8 * beta.size + 1) - 3) / 2))  # m = (d+1)(d+2)/2 terms
+    basis = BackgroundBasis(inside, degree)
+    coords = []
+    for axis in (0, 1):
+        start = used[axis].indices(b_shape[axis])[0]
+        index = np.arange(b_shape[axis]) - start
+        coords.append(2.0 * index / (inside[axis] - 1) - 1.0 if inside[axis] > 1
+                      else np.zeros(b_shape[axis]))
+    vy, vx = legendre.legvander(coords[0], degree), legendre.legvander(coords[1], degree)
+    return sum(coef * np.outer(vy[:, j], vx[:, i]) for coef, (i, j) in zip(beta, basis.powers))
+
+
+def _noise_variance(fit: KernelFit, pairs) -> float:
+    """The interior noise variance, floored so that noise-free data still compare.
+
+    The floor, 1e-20 of ``b``'s mean square, sits far below any real noise (8-bit rounding is
+    ~1e-5 of it) and above the border residual of an exact fit, whose kernel a smooth image
+    determines to ~1e-10 (its square ~1e-20): exact data still score ~1 under their rule.
+    """
+    mean_square = np.mean([np.mean(np.square(pair.b_used)) for pair in pairs])
+    noise = fit.noise_std if np.isfinite(fit.noise_std) else 0.0
+    return float(max(noise ** 2, 1e-20 * mean_square, np.finfo(float).tiny))
+
+
+# --------------------------------------------------------------------------------------------
+# shape=None
+# --------------------------------------------------------------------------------------------
+
+
+def choose_shape(a, b, *, mask=None, saturation=None, saturation_a=None,
+                 background=None) -> ShapeChoice:
+    """Choose a kernel window for ``b ≈ a ⊛ k`` (see the module notes).
+
+    Parameters
+    ----------
+    a, b : (H, W) array_like, or equal-length lists of them
+    mask, saturation, saturation_a, background
+        As for :func:`kernelfit.estimate`: the probe uses the same pixels and background.
+
+    Returns
+    -------
+    ShapeChoice
+
+    Examples
+    --------
+    >>> import numpy as np, kernelfit as kf
+    >>> rng = np.random.default_rng(1)
+    >>> a = rng.random((64, 64))
+    >>> k = np.zeros((7, 7)); k[2:5, 1:6] = 1 / 15          # a 3x5 box
+    >>> b = kf.convolve(a, k) + 1e-3 * rng.standard_normal((64, 64))
+    >>> choice = choose_shape(a, b)
+    >>> choice.shape, choice.center
+    ((3, 5), (1, 2))
+    """
+    a_list, b_list, masks = _pair_lists(a, b, mask)
+    fixed = _shape_from_sizes(a_list, b_list)
+    if fixed is not None:
+        label = f"{fixed[0]}x{fixed[1]}"
+        return ShapeChoice(fixed, None, {
+            "candidates": [label], "scores": [float("nan")], "chosen": label,
+            "message": "fixed by the size of b relative to a"})
+    defects = dict(saturation=saturation, saturation_a=saturation_a)
+    limit = _probe_size(a_list, cap=MAX_SIZE)
+    size = min(PROBE_SIZE, limit)
+    shift = _detect_shift(a_list[0], b_list[0], size)
+    while True:
+        probe = _Probe(a_list, b_list, masks, (size, size), shift, defects, background)
+        best, scores = probe.choose()
+        touches = probe.touches_edge(best)
+        if not touches or size >= limit:
+            break
+        size = min(limit, 2 * size + 1)  # grow, staying odd
+    shape, center = probe.to_kernel_window(best)
+    labelled = {}
+    for window, score in scores.items():  # windows that differ only outside the kernel
+        label = _label(*probe.to_kernel_window(window))
+        labelled[label] = min(score, labelled.get(label, np.inf))
+    record = {"candidates": list(labelled), "scores": [float(s) for s in labelled.values()],
+              "chosen": _label(shape, center),
+              "criterion": "held-out mean squared residual / noise variance "
+                           "(2-fold, halves of the image)",
+              "probe": f"{size}x{size}", "probe_shift": [int(shift[0]), int(shift[1])]}
+    message = ""
+    if touches:
+        message = (f"shape=None: the kernel may extend beyond the largest window searched "
+                   f"({size}x{size}, limited by the image size and {MAX_SIZE}); pass shape=")
+    return ShapeChoice(shape, center, record, message)
+
+
+def _area(box) -> int:
+    return (box[1] - box[0] + 1) * (box[3] - box[2] + 1)
+
+
+def _label(shape, center) -> str:
+    text = f"{shape[0]}x{shape[1]}"
+    return text if tuple(center) == default_center(shape) else f"{text}@{center[0]},{center[1]}"
+
+
+def _pair_lists(a, b, mask):
+    """Validated lists of images (and masks) from one pair or lists of pairs."""
+    from .estimate import _single
+
+    if _single(a) and _single(b):
+        return [as_image(a, "a")], [as_image(b, "b")], [mask]
+    if _single(a) or _single(b) or len(a) != len(b) or len(a) == 0:
+        raise ValueError("a and b must both be images, or lists of the same non-zero length")
+    masks = [None] * len(a) if mask is None else mask
+    if not isinstance(masks, (list, tuple)) or len(masks) != len(a):
+        raise ValueError("with lists of pairs, mask must be None or a list of the same length")
+    return ([as_image(x, f"a[{i}]") for i, x in enumerate(a)],
+            [as_image(x, f"b[{i}]") for i, x in enumerate(b)], list(masks))
+
+
+def _shape_from_sizes(a_list, b_list):
+    """The kernel shape a 'valid'- or 'full'-sized ``b`` implies; None when ``b`` is like
+    ``a``."""
+    shapes = set()
+    for i, (a, b) in enumerate(zip(a_list, b_list)):
+        (H, W), (h, w) = a.shape, b.shape
+        if (h, w) == (H, W):
+            shapes.add(None)
+        elif h <= H and w <= W:
+            shapes.add((H - h + 1, W - w + 1))
+        elif h >= H and w >= W:
+            shapes.add((h - H + 1, w - W + 1))
+        else:
+            label = "" if len(a_list) == 1 else f"[{i}]"
+            raise ValueError(f"b{label} has shape {(h, w)} and a{label} {(H, W)}: with "
+                             "shape=None b must be like a, smaller ('valid') or larger "
+                             "('full') in both directions")
+    if len(shapes) > 1:
+        raise ValueError(f"with shape=None every b must imply the same kernel size; these "
+                         f"imply {sorted(shapes, key=str)} (None: like a, size to be chosen)")
+    return shapes.pop()
+
+
+def _probe_size(a_list, cap=PROBE_SIZE) -> int:
+    """The largest odd window up to ``cap`` that leaves ``PIXELS_PER_UNKNOWN`` valid pixels
+    per coefficient."""
+    for n in range(cap if cap % 2 else cap - 1, 0, -2):
+        pixels = sum(max(0, H - n + 1) * max(0, W - n + 1) for H, W in
+                     (x.shape for x in a_list))
+        if pixels >= PIXELS_PER_UNKNOWN * n * n and n >= 3:
+            return n
+    H, W = a_list[0].shape
+    raise ValueError(f"shape=None: a is {H}x{W}, too small to choose a kernel size from; "
+                     "pass shape=")
+
+
+def _detect_shift(a, b, size) -> tuple[int, int]:
+    """The displacement of ``b`` relative to ``a`` when it exceeds a quarter of the probe
+    window, else ``(0, 0)``.
+
+    Found as the peak of the regularised Fourier ratio ``B·conj(A) / (|A|² + ε)`` of the
+    Hann-windowed images (a rough kernel estimate whose peak is the blur's location); the
+    search is limited to a quarter of the image.
+    """
+    def prepared(x):
+        x = np.where(np.isfinite(x), x, np.nan)
+        x = np.nan_to_num(x - np.nanmean(x))
+        taper = np.outer(np.hanning(x.shape[0]), np.hanning(x.shape[1]))
+        return x * taper
+
+    if a.shape != b.shape:
+        return (0, 0)
+    fa, fb = scipy.fft.rfft2(prepared(a)), scipy.fft.rfft2(prepared(b))
+    power = np.abs(fa) ** 2
+    # ε: one per cent of the mean power damps the frequencies a barely contains.
+    ratio = scipy.fft.irfft2(fb * np.conj(fa) / (power + 1e-2 * power.mean()), s=a.shape)
+    H, W = a.shape
+    dy = np.fft.fftfreq(H, 1 / H).astype(int)[:, None]
+    dx = np.fft.fftfreq(W, 1 / W).astype(int)[None, :]
+    ratio[(np.abs(dy) > H // 4) | (np.abs(dx) > W // 4)] = 0.0
+    iy, ix = np.unravel_index(np.argmax(np.abs(ratio)), ratio.shape)
+    shift = (int(dy[iy, 0]), int(dx[0, ix]))
+    if max(abs(shift[0]), abs(shift[1])) <= SHIFT_FRACTION * size:
+        return (0, 0)
+    return shift
+
+
+class _Probe:
+    """A free kernel in a generous window, its statistics split into two folds of pixels.
+
+    Window coordinates: row ``y`` of the probe window is the kernel offset
+    ``y − c + shift[0]`` from the output pixel (``c`` the window's centre), likewise columns.
+    """
+
+    def __init__(self, a_list, b_list, masks, shape, shift, defects, background):
+        self.shape, self.shift = shape, shift
+        self.center = default_center(shape)
+        folds = [None, None]
+        for a, b, mask in zip(a_list, b_list, masks):
+            a_c, b_c, mask_c = _crop_to_shift(a, b, mask, shift)
+            pair = prepare_pair(a_c, b_c, shape, boundary="valid", mask=mask_c, **defects)
+            for fold, stats in _half_statistics(pair, shape, background):
+                folds[fold] = stats if folds[fold] is None else folds[fold] + stats
+        if folds[0] is None or folds[1] is None:
+            raise ValueError("shape=None: too few usable pixels to choose a kernel size; "
+                             "pass shape=")
+        self.folds = folds
+        total = folds[0] + folds[1]
+        self.kernel, self.energy, self.variance = _probe_fit(total)
+
+    def choose(self):
+        """The best window and every window scored: ``(best, {window: score})``.
+
+        Windows are ``(y0, y1, x0, x1)``, inclusive, in probe coordinates.  The best of the
+        energy family is refined one side at a time (each side moved in or out by a pixel):
+        to a smaller window whose score is within :data:`SCORE_TOLERANCE` (its extra
+        coefficients bought nothing), else to one that lowers the score by more than that.
+        """
+        scores = {}
+
+        def score(box):
+            box = self._with_origin(box)
+            if box not in scores:
+                scores[box] = _held_out_score(self.folds, self._indices(box)) / self.variance
+            return box, scores[box]
+
+        best, best_score = min((score(box) for box in self._candidate_boxes()),
+                               key=lambda item: item[1])
+        for _ in range(sum(self.shape)):
+            moves = [score(box) for box in self._neighbours(best)]
+            moves = [(box, value) for box, value in moves if box != best]
+            # In units of the noise variance; max(·, 1) keeps exact data (scores of rounding
+            # size, ~1e-8) from ranking windows by their rounding errors.  Measured from the
+            # lowest score seen, so that shrinking steps cannot drift away from it.
+            lowest = min(scores.values())
+            slack = SCORE_TOLERANCE * max(lowest, 1.0)
+            smaller = [(box, value) for box, value in moves if _area(box) < _area(best)
+                       and value <= lowest + slack]
+            better = [(box, value) for box, value in moves if value < best_score - slack]
+            if not (smaller or better):
+                break
+            best, best_score = min(smaller or better, key=lambda item: item[1])
+        return best, scores
+
+    def _neighbours(self, box):
+        """``box`` with one side moved in or out by one pixel, inside the window."""
+        y0, y1, x0, x1 = box
+        kh, kw = self.shape
+        moved = [(y0 + 1, y1, x0, x1), (y0, y1 - 1, x0, x1), (y0, y1, x0 + 1, x1),
+                 (y0, y1, x0, x1 - 1), (y0 - 1, y1, x0, x1), (y0, y1 + 1, x0, x1),
+                 (y0, y1, x0 - 1, x1), (y0, y1, x0, x1 + 1)]
+        return [(a, b, c, d) for a, b, c, d in moved
+                if 0 <= a <= b < kh and 0 <= c <= d < kw]
+
+    def _candidate_boxes(self):
+        """Boxes holding the :data:`ENERGY_FRACTIONS`, then the last grown by 1, 2, ... pixels
+        on every side (clipped to the window) until it fills the window."""
+        boxes = [_energy_box(self.energy, fraction) for fraction in ENERGY_FRACTIONS]
+        y0, y1, x0, x1 = boxes[-1]
+        (kh, kw), margin = self.shape, 1
+        while boxes[-1] != (0, kh - 1, 0, kw - 1):
+            boxes.append((max(0, y0 - margin), min(kh - 1, y1 + margin),
+                          max(0, x0 - margin), min(kw - 1, x1 + margin)))
+            margin += 1
+        return boxes
+
+    def _with_origin(self, box):
+        """The box stretched to contain the output pixel, when it lies in the probe window."""
+        y0, y1, x0, x1 = box
+        oy, ox = self.center[0] - self.shift[0], self.center[1] - self.shift[1]
+        if 0 <= oy < self.shape[0] and 0 <= ox < self.shape[1]:
+            return (min(y0, oy), max(y1, oy), min(x0, ox), max(x1, ox))
+        return box
+
+    def _indices(self, box):
+        y0, y1, x0, x1 = box
+        rows, cols = np.arange(y0, y1 + 1), np.arange(x0, x1 + 1)
+        return (rows[:, None] * self.shape[1] + cols[None, :]).ravel()
+
+    def touches_edge(self, box) -> bool:
+        y0, y1, x0, x1 = box
+        return y0 == 0 or x0 == 0 or y1 == self.shape[0] - 1 or x1 == self.shape[1] - 1
+
+    def to_kernel_window(self, box):
+        """``(shape, center)`` of the kernel window covering ``box`` and the output pixel."""
+        y0, y1, x0, x1 = box
+        t0y, t1y = y0 - self.center[0] + self.shift[0], y1 - self.center[0] + self.shift[0]
+        t0x, t1x = x0 - self.center[1] + self.shift[1], x1 - self.center[1] + self.shift[1]
+        t0y, t1y, t0x, t1x = min(t0y, 0), max(t1y, 0), min(t0x, 0), max(t1x, 0)
+        return (t1y - t0y + 1, t1x - t0x + 1), (-t0y, -t0x)
+
+
+def _crop_to_shift(a, b, mask, shift):
+    """``a`` and ``b`` cropped to their overlap when ``b`` is displaced by ``shift``, so that
+    a window centred on the shift sees the kernel (``k_crop[m] = k[m + shift]``)."""
+    if shift == (0, 0):
+        return a, b, mask
+    b_slices, a_slices = [], []
+    for d, n in zip(shift, a.shape):
+        b_slices.append(slice(max(0, d), n + min(0, d)))
+        a_slices.append(slice(max(0, -d), n + min(0, -d)))
+    b_slices, a_slices = tuple(b_slices), tuple(a_slices)
+    cropped_mask = None if mask is None else np.asarray(mask)[b_slices]
+    return a[a_slices], b[b_slices], cropped_mask
+
+
+def _half_statistics(pair: PreparedPair, shape, background):
+    """``(fold, statistics)`` of the two halves of the used pixels (split across the longer
+    side).  With a background, each half has its own, profiled out."""
+    from ._conventions import make_geometry
+
+    kh, kw = shape
+    Ho, Wo = pair.b_used.shape
+    n_background = 0 if background is None else (background + 1) * (background + 2) // 2
+    for fold in (0, 1):
+        if Ho >= Wo:
+            rows = slice(0, Ho // 2) if fold == 0 else slice(Ho // 2, Ho)
+            cols = slice(0, Wo)
+        else:
+            rows, cols = slice(0, Ho), slice(0, Wo // 2) if fold == 0 else slice(Wo // 2, Wo)
+        P = pair.extended[rows.start:rows.stop + kh - 1, cols.start:cols.stop + kw - 1]
+        b_half = pair.b_used[rows, cols]
+        use = None if pair.use is None else pair.use[rows, cols]
+        if (b_half.size if use is None else int(use.sum())) <= n_background:
+            continue
+        if background is None:
+            stats = statistics(P, b_half, shape,
+                               weights=None if use is None else use.astype(np.float64))
+        else:
+            geometry = make_geometry(P.shape, shape, boundary="valid", output_size="valid")
+            half = PreparedPair(geometry, P, b_half, use, b_half.shape)
+            stats = profiled_statistics([half], shape, background)[0]
+        yield fold, stats
+
+
+def _probe_fit(stats):
+    """The probe's kernel, its energy estimate ``k̂² − var(k̂)`` and the noise variance.
+
+    A ridge fit with the weight chosen by generalised cross-validation, from one
+    eigendecomposition of the Gram matrix: on a textured image GCV picks a negligible weight
+    (the least-squares kernel), while on a smooth one it suppresses the directions the image
+    does not determine (a photo with little fine detail leaves the kernel's high frequencies
+    to the noise), whose noise would otherwise swamp the energy profiles.
+    """
+    G, c, n = stats.gram, stats.rhs, max(stats.n_used, 1)
+    values, vectors = scipy.linalg.eigh(G)
+    values = np.maximum(values, 0.0)
+    top = max(values[-1], np.finfo(float).tiny)
+    projected = vectors.T @ c
+    best = None
+    for lam in top * np.logspace(-14, 0, 57):
+        shrink = values / (values + lam)
+        # RSS = bᵀb − 2kᵀc + kᵀGk with k = V diag(1/(w+λ)) Vᵀc.
+        rss = max(stats.btb - np.sum(projected ** 2 * (2.0 - shrink) / (values + lam)), 0.0)
+        dof = float(shrink.sum())
+        gcv = n * rss / max(n - dof, 1.0) ** 2
+        if best is None or gcv < best[0]:
+            best = (gcv, lam, rss, dof)
+    _, lam, rss, dof = best
+    k = vectors @ (projected / (values + lam))
+    mean_square = stats.btb / n
+    # Floor: held-out residuals come from kᵀGk − 2kᵀc + bᵀb, which loses all digits below
+    # ~1e-15 of bᵀb; a floor of 1e-10 of b's mean square (noise of 1e-5 of b's scale, far
+    # below 8-bit rounding) keeps exact data's scores at ~0 instead of at rounding noise.
+    variance = max(rss / max(n - dof, 1.0), 1e-10 * mean_square, np.finfo(float).tiny)
+    # cov(k̂) = σ² V diag(w/(w+λ)²) Vᵀ.
+    coefficient_variance = variance * (np.square(vectors) @ (values / (values + lam) ** 2))
+    energy = (np.square(k) - coefficient_variance).reshape(stats.shape)
+    return k.reshape(stats.shape), energy, variance
+
+
+def _energy_box(energy, fraction):
+    """The window ``(y0, y1, x0, x1)`` of shortest rows and columns intervals each holding
+    ``1 − (1 − fraction)/2`` of the energy profile in its direction (so the box holds at
+    least ``fraction`` of the energy)."""
+    share = 1.0 - (1.0 - fraction) / 2.0
+    y0, y1 = _shortest_interval(energy.sum(axis=1), share)
+    x0, x1 = _shortest_interval(energy.sum(axis=0), share)
+    return (y0, y1, x0, x1)
+
+
+def _shortest_interval(profile, share):
+    """Shortest ``[i, j]`` whose sum is at least ``share`` of the profile's total (the
+    profile may have small negative entries: it is an unbiased energy estimate)."""
+    cumulative = np.concatenate([[0.0], np.cumsum(profile)])
+    total = cumulative[-1]
+    n = len(profile)
+    if not total > 0:
+        return 0, n - 1
+    sums = cumulative[None, :] - cumulative[:, None]            # sums[i, j+1] = Σ_{i..j}
+    lengths = np.arange(n + 1)[None, :] - np.arange(n + 1)[:, None]
+    ok = (sums >= share * total) & (lengths > 0)
+    if not ok.any():
+        return 0, n - 1
+    length = lengths[ok].min()
+    # Among the shortest, the one holding the most energy.
+    candidates = np.argwhere(ok & (lengths == length))
+    i, j = max(candidates, key=lambda ij: sums[ij[0], ij[1]])
+    return int(i), int(j) - 1
+
+
+def _held_out_score(folds, indices):
+    """Mean squared residual on each fold of the kernel fitted on the other, both ways."""
+    total, n = 0.0, 0
+    for fit_on, test_on in ((folds[0], folds[1]), (folds[1], folds[0])):
+        k = _solve(fit_on.gram[np.ix_(indices, indices)], fit_on.rhs[indices])
+        G, c = test_on.gram[np.ix_(indices, indices)], test_on.rhs[indices]
+        total += float(k @ G @ k - 2.0 * k @ c + test_on.btb)
+        n += test_on.n_used
+    return total / max(n, 1)
+
+
+def _solve(G, c):
+    """``G⁻¹c`` by Cholesky, or by least squares when ``G`` is singular."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
+            return scipy.linalg.solve(G, c, assume_a="pos")
+    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
+        return scipy.linalg.lstsq(G, c, cond=1e-12)[0]

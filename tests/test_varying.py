@@ -1,0 +1,289 @@
+"""Many pairs against stacked im2col least squares, and spatially varying kernels
+(``variation=``): statistics against the explicit extended design, exact recovery, the d=0
+limit, ``kf.convolve`` with a varying kernel, error paths."""
+
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+
+import kernelfit as kf
+from kernelfit.design import prepare_pair
+from kernelfit.variation import (VaryingKernel, VaryingKernelFit, monomial_powers,
+                                 varying_statistics)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20240607)
+
+
+def im2col_fill(a, shape):
+    """Zero-padded footprints of every pixel of a 'same' output, convolution order."""
+    kh, kw = shape
+    cy, cx = (kh - 1) // 2, (kw - 1) // 2
+    padded = np.pad(a, ((cy, kh - 1 - cy), (cx, kw - 1 - cx)))
+    return sliding_window_view(padded, shape)[:, :, ::-1, ::-1].reshape(-1, kh * kw)
+
+
+def stacked_lstsq(a_list, b_list, shape, keep_list=None):
+    keep_list = keep_list or [np.ones(b.shape, bool) for b in b_list]
+    X = np.vstack([im2col_fill(a, shape)[keep.ravel()] for a, keep in zip(a_list, keep_list)])
+    y = np.concatenate([b[keep] for b, keep in zip(b_list, keep_list)])
+    return np.linalg.lstsq(X, y, rcond=None)[0].reshape(shape)
+
+
+# ------------------------------------------------------------------------- many pairs
+
+
+@pytest.fixture
+def twelve_pairs(rng):
+    shape = (9, 9)
+    k = rng.random(shape)
+    k /= k.sum()
+    a_list = [rng.standard_normal((64, 64)) for _ in range(12)]
+    b_list = [kf.convolve(a, k, boundary="fill") + 0.05 * rng.standard_normal(a.shape)
+              for a in a_list]
+    return a_list, b_list, k, shape
+
+
+def test_many_pairs_match_stacked_im2col_lstsq(twelve_pairs):
+    a_list, b_list, k, shape = twelve_pairs
+    fit = kf.estimate(a_list, b_list, shape, boundary="fill")
+    ref = stacked_lstsq(a_list, b_list, shape)
+    error, error_ref = (np.linalg.norm(x - k) / np.linalg.norm(k) for x in (fit.kernel, ref))
+    assert error <= 1.02 * error_ref  # the acceptance criterion
+    # Both are the same least-squares solution; they differ by rounding only (condition of
+    # a white-noise Gram ~ 1, so ~1e-15 relative, with a wide margin).
+    assert np.allclose(fit.kernel, ref, rtol=0, atol=1e-10)
+    assert fit.n_used == 12 * 64 * 64 and fit.info["n_pairs"] == 12
+
+
+def test_many_pairs_with_masks_and_nan(twelve_pairs, rng):
+    a_list, b_list, k, shape = twelve_pairs
+    a_list, b_list = a_list[:4], [b.copy() for b in b_list[:4]]
+    masks = [rng.random(b.shape) > 0.2 for b in b_list]
+    b_list[2][5, 7] = np.nan            # NaN in b: that pixel only
+    keep = [m.copy() for m in masks]
+    keep[2][5, 7] = False
+    fit = kf.estimate(a_list, b_list, shape, boundary="fill", mask=masks)
+    ref = stacked_lstsq(a_list, b_list, shape, keep)
+    assert np.allclose(fit.kernel, ref, rtol=0, atol=1e-10)  # same solution, to rounding
+    assert fit.n_used == sum(int(m.sum()) for m in keep)
+    assert [u.sum() for u in fit.info["used"]] == [m.sum() for m in keep]
+
+
+def test_many_pairs_mask_list_must_match(twelve_pairs):
+    a_list, b_list, _, shape = twelve_pairs
+    with pytest.raises(ValueError, match="mask must be None or a list of the same length"):
+        kf.estimate(a_list[:2], b_list[:2], shape, mask=[None])
+
+
+# ------------------------------------------------------------------------- statistics
+
+
+def extended_design(a, shape, degree, boundary, b_shape, center=None):
+    """Columns of the extended design from the definition: one convolution per (t, j)."""
+    T = len(monomial_powers(degree))
+    geometry = prepare_pair(a, np.zeros(b_shape), shape, boundary=boundary,
+                            center=center).geometry
+    from kernelfit.variation import _output_origin
+
+    origin = _output_origin(geometry.output_size, shape, geometry.center)
+    columns = []
+    for t in range(T):
+        for j in range(shape[0] * shape[1]):
+            coefficients = np.zeros((T,) + tuple(shape))
+            coefficients[t].flat[j] = 1.0
+            vk = VaryingKernel(coefficients, degree, frame=b_shape, center=geometry.center,
+                               origin=origin)
+            out = kf.convolve(a, vk, boundary=boundary,
+                              mode=geometry.output_size if boundary != "valid" else "valid")
+            columns.append(out.ravel())
+    return np.array(columns).T, geometry
+
+
+@pytest.mark.parametrize("shape, boundary, out, center", [
+    ((3, 4), "fill", "same", None), ((4, 3), "wrap", "same", (2, 1)),
+    ((3, 3), "valid", "valid", None), ((2, 3), "reflect", "full", None),
+])
+@pytest.mark.parametrize("degree", [0, 1, 2])
+def test_statistics_equal_explicit_extended_design(rng, shape, boundary, out, center, degree):
+    a = rng.random((17, 19))
+    b_shape = {"same": a.shape, "valid": (18 - shape[0], 20 - shape[1]),
+               "full": (16 + shape[0], 18 + shape[1])}[out]
+    b = rng.random(b_shape)
+    X, geometry = extended_design(a, shape, degree, boundary, b_shape, center)
+    pair = prepare_pair(a, b, shape, boundary=boundary, center=center)
+    y = b[geometry.used].ravel()
+    for method in ("fft", "im2col"):
+        s = varying_statistics(pair, shape, degree, frame=b_shape, method=method)
+        # Same sums in another order: rounding only (entries are O(100), eps·100·N).
+        assert np.allclose(s.gram, X.T @ X, rtol=0, atol=1e-10)
+        assert np.allclose(s.rhs, X.T @ y, rtol=0, atol=1e-10)
+        assert s.n_used == y.size and np.isclose(s.btb, y @ y)
+
+
+def test_masked_statistics_downdate_equals_explicit(rng):
+    a, b = rng.random((40, 41)), rng.random((40, 41))
+    mask = rng.random(b.shape) > 0.1
+    pair = prepare_pair(a, b, (5, 5), boundary="fill", mask=mask)
+    fft = varying_statistics(pair, (5, 5), 1, frame=b.shape, method="fft")
+    explicit = varying_statistics(pair, (5, 5), 1, frame=b.shape, method="im2col")
+    assert np.allclose(fft.gram, explicit.gram, rtol=0, atol=1e-9)  # rounding of O(1e3) sums
+    assert np.allclose(fft.rhs, explicit.rhs, rtol=0, atol=1e-9)
+    assert fft.n_used == explicit.n_used == mask.sum()
+
+
+# ------------------------------------------------------------------------- fits
+
+
+def linear_kernel(rng, shape, frame, center=None):
+    """A kernel varying linearly over the frame (T = 3 coefficient kernels)."""
+    center = center or ((shape[0] - 1) // 2, (shape[1] - 1) // 2)
+    return VaryingKernel(rng.normal(size=(3,) + tuple(shape)), 1, frame=frame, center=center)
+
+
+@pytest.mark.parametrize("boundary", ["fill", "nearest", "wrap"])
+def test_exact_recovery_of_a_linearly_varying_kernel(rng, boundary):
+    a = rng.random((48, 52))
+    vk = linear_kernel(rng, (5, 4), a.shape)
+    b = kf.convolve(a, vk, boundary=boundary)
+    fit = kf.estimate(a, b, (5, 4), boundary=boundary, variation=1)
+    assert isinstance(fit, VaryingKernelFit) and fit.converged
+    # Noise-free and well conditioned: the least-squares solution is the truth to rounding.
+    assert np.allclose(fit.params["variation"], vk.coefficients, rtol=0, atol=1e-10)
+    for y, x in [(0, 0), (47, 51), (10.5, 30)]:
+        assert np.allclose(fit.kernel_at(y, x), vk.at(y, x), rtol=0, atol=1e-10)
+    assert np.allclose(fit.kernel, vk.at(23.5, 25.5), rtol=0, atol=1e-10)  # centre of b
+    assert np.allclose(kf.convolve(a, fit, boundary=boundary), b, rtol=0, atol=1e-10)
+    assert np.nanmax(np.abs(fit.residual)) < 1e-10
+
+
+def test_valid_boundary_recovers_and_reproduces_b(rng):
+    a = rng.random((50, 46))
+    vk = linear_kernel(rng, (3, 5), a.shape)
+    b = kf.convolve(a, vk, boundary="fill")   # the edges hold zero padding: 'valid' skips it
+    fit = kf.estimate(a, b, (3, 5), variation=1)
+    assert np.allclose(fit.params["variation"], vk.coefficients, rtol=0, atol=1e-10)
+    used = fit.info["used"]
+    prediction = kf.convolve(a, fit.varying, boundary="valid")  # the 'valid' part of b
+    assert np.allclose(prediction, b[used].reshape(prediction.shape), rtol=0, atol=1e-10)
+
+
+def test_two_pairs_share_a_varying_kernel(rng):
+    a_list = [rng.random((30, 30)) for _ in range(2)]
+    vk = VaryingKernel(rng.normal(size=(6, 3, 3)), 2, frame=(30, 30), center=(1, 1))
+    b_list = [kf.convolve(a, vk) for a in a_list]
+    fit = kf.estimate(a_list, b_list, 3, boundary="fill", variation=2)
+    assert np.allclose(fit.params["variation"], vk.coefficients, rtol=0, atol=1e-9)
+    assert isinstance(fit.residual, list) and len(fit.residual) == 2
+
+
+def test_degree_zero_is_the_plain_fit(rng):
+    a = rng.random((64, 60))
+    b = kf.convolve(a, rng.random((5, 5))) + 0.01 * rng.standard_normal(a.shape)
+    plain = kf.estimate(a, b, 5, boundary="fill")
+    varying = kf.estimate(a, b, 5, boundary="fill", variation=0)
+    # Same statistics computed by the same algorithm: equal to rounding.
+    assert np.allclose(varying.kernel, plain.kernel, rtol=0, atol=1e-12)
+    assert np.allclose(varying.stderr, plain.stderr, rtol=1e-9)
+    assert np.isclose(varying.noise_std, plain.noise_std, rtol=1e-9)
+    assert varying.n_used == plain.n_used
+
+
+def test_masked_varying_fit_with_nan(rng):
+    a = rng.random((40, 40))
+    vk = linear_kernel(rng, (3, 3), a.shape)
+    b = kf.convolve(a, vk)
+    b[3, 4] = np.nan
+    mask = np.ones(b.shape, bool)
+    mask[10:14, 20:30] = False
+    fit = kf.estimate(a, b, 3, boundary="fill", variation=1, mask=mask)
+    assert np.allclose(fit.params["variation"], vk.coefficients, rtol=0, atol=1e-10)
+    assert fit.n_used == mask.sum() - 1 and np.isnan(fit.residual[3, 4])
+
+
+def test_noise_level_and_standard_errors(rng):
+    a = rng.standard_normal((96, 96))
+    vk = linear_kernel(rng, (3, 3), a.shape)
+    b = kf.convolve(a, vk) + 0.1 * rng.standard_normal(a.shape)
+    fit = kf.estimate(a, b, 3, boundary="fill", variation=1)
+    # 9216 residuals: the estimate of σ = 0.1 is within ~1.5 % (3 standard deviations).
+    assert abs(fit.noise_std - 0.1) < 0.0045
+    errors = fit.info["variation"]["stderr"]
+    z = (fit.params["variation"] - vk.coefficients) / errors
+    # 27 z-scores of a calibrated fit: all within 4.
+    assert errors.shape == (3, 3, 3) and np.all(np.abs(z) < 4)
+    assert np.array_equal(fit.stderr, errors[0])
+
+
+def test_varying_convolve_is_the_kernel_at_each_pixel(rng):
+    a = rng.random((21, 23))
+    vk = VaryingKernel(rng.normal(size=(6, 3, 4)), 2, frame=a.shape, center=(1, 1))
+    out = kf.convolve(a, vk, boundary="reflect")
+    for y, x in [(0, 0), (10, 5), (20, 22)]:
+        plain = kf.convolve(a, vk.at(y, x), boundary="reflect", center=(1, 1))
+        assert np.isclose(out[y, x], plain[y, x], rtol=1e-12)
+
+
+def test_dot_product_of_extended_design(rng):
+    """<X_ext θ, r> = <θ, X_extᵀ r>: kf.convolve with a varying kernel against the statistics'
+    right-hand side."""
+    a, r = rng.random((30, 33)), rng.standard_normal((30, 33))
+    theta = rng.normal(size=(3, 5, 3))
+    vk = VaryingKernel(theta, 1, frame=r.shape, center=(2, 1))
+    pair = prepare_pair(a, r, (5, 3), boundary="mirror")
+    s = varying_statistics(pair, (5, 3), 1, frame=r.shape)
+    lhs = np.sum(kf.convolve(a, vk, boundary="mirror") * r)
+    assert np.isclose(lhs, theta.ravel() @ s.rhs, rtol=1e-12)
+
+
+def test_fit_serialises(rng, tmp_path):
+    a = rng.random((24, 24))
+    fit = kf.estimate(a, kf.convolve(a, linear_kernel(rng, (3, 3), a.shape)), 3,
+                      boundary="fill", variation=1)
+    d = fit.to_dict()
+    assert np.array(d["params"]["variation"]).shape == (3, 3, 3)
+    assert d["info"]["variation"]["terms"] == ["1", "x", "y"]
+    assert "variation: array of shape (3, 3, 3)" in fit.summary()
+    fit.save(tmp_path / "fit.json")
+
+
+# ------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("options, error, match", [
+    ({"variation": -1}, ValueError, r"variation=-1 must be None or a non-negative integer"),
+    ({"variation": 1.5}, ValueError, r"variation=1\.5 must be"),
+    ({"variation": True}, ValueError, r"variation=True must be"),
+    ({"variation": 1, "model": "gaussian"}, ValueError, r"model='gaussian' is not available "
+     r"with variation="),
+    ({"variation": 1, "reg": "ridge"}, ValueError, r"reg='ridge' is not available"),
+    ({"variation": 1, "nonneg": True}, ValueError, r"nonneg=True is not available"),
+    ({"variation": 1, "background": 0}, ValueError, r"background=0 is not available"),
+    ({"variation": 1, "loss": "l1"}, ValueError, r"loss='l1' is not available"),
+    ({"variation": 1, "method": "iterative"}, ValueError, r"method='iterative' is not "
+     r"available with variation="),
+    ({"variation": 1, "rank": 2}, TypeError, r"option 'rank', which variation= does not"),
+    ({"variation": 1, "shape": None}, ValueError, r"shape=None \(chosen automatically\) is "
+     r"not available with variation="),
+    ({"variation": 40}, ValueError, r"variation=40 with shape=\(3, 3\) has 7749 unknowns"),
+])
+def test_refused_options(rng, options, error, match):
+    a = rng.random((30, 30))
+    options = {"shape": 3, **options}
+    with pytest.raises(error, match=match):
+        kf.estimate(a, a, boundary="fill", **options)
+
+
+def test_refused_inputs(rng):
+    a = rng.random((12, 12))
+    with pytest.raises(ValueError, match=r"every b to have the same shape"):
+        kf.estimate([a, a[:10]], [a, a[:10]], 3, boundary="fill", variation=1)
+    with pytest.raises(ValueError, match=r"variation=6: the used part of b is \(6, 6\)"):
+        kf.estimate(a, a[:6, :6], (7, 7), variation=6)
+    with pytest.raises(ValueError, match=r"coefficients has shape \(2, 3, 3\); degree=1 "
+                                         r"needs \(3, kh, kw\)"):
+        VaryingKernel(np.zeros((2, 3, 3)), 1, frame=(9, 9), center=(1, 1))
+    with pytest.raises(ValueError, match="coefficients contain NaN"):
+        VaryingKernel(np.full((1, 3, 3), np.nan), 0, frame=(9, 9), center=(1, 1))
