@@ -180,6 +180,23 @@ def test_cli_per_channel(colour_files):
     assert len(json.loads((path / "fit.json").read_text())["channels"]) == 3
 
 
+def test_cli_apply_per_channel_kernels_reproduces_b(colour_files, capsys):
+    """A (kh, kw, 3) stack from --per-channel applies channel by channel to a colour image."""
+    path, _ = colour_files
+    assert run("estimate", path / "a.png", path / "b.npy", "--shape", "3x3", "-q",
+               "--boundary", "nearest", "--per-channel", "-o", path / "k.npy") == 0
+    assert run("apply", path / "a.png", path / "k.npy", "--boundary", "nearest", "-q",
+               "-o", path / "pred.npy") == 0
+    # Noise-free fit of an exact 8-bit a: the prediction is b to rounding (1e-9 of 255).
+    np.testing.assert_allclose(np.load(path / "pred.npy"), np.load(path / "b.npy"), atol=1e-7)
+    assert run("apply", path / "a.png", path / "k.npy", "--channel", "0", "-q",
+               "-o", path / "p.npy") == 2
+    assert "holds one kernel per channel (3)" in capsys.readouterr().err
+    np.save(path / "grey.npy", np.zeros((40, 40)))
+    assert run("apply", path / "grey.npy", path / "k.npy", "-q", "-o", path / "p.npy") == 2
+    assert "need the same number of channels" in capsys.readouterr().err
+
+
 def test_cli_shared(colour_files):
     path, kernels = colour_files
     status = run("estimate", path / "a.png", path / "b.npy", "--shape", "3x3", "-q",

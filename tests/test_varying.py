@@ -287,3 +287,31 @@ def test_refused_inputs(rng):
         VaryingKernel(np.zeros((2, 3, 3)), 1, frame=(9, 9), center=(1, 1))
     with pytest.raises(ValueError, match="coefficients contain NaN"):
         VaryingKernel(np.full((1, 3, 3), np.nan), 0, frame=(9, 9), center=(1, 1))
+
+
+def test_cli_variation_writes_the_centre_kernel_and_the_coefficients(tmp_path):
+    """--variation D: -o holds the kernel at b's centre, --json the (T, kh, kw) stack."""
+    import json
+
+    from kernelfit import cli
+
+    rng = np.random.default_rng(2)
+    a = rng.random((48, 48))
+    fit_truth = np.zeros((3, 3, 3))
+    fit_truth[0] = [[0, 0.2, 0], [0.2, 0.2, 0.2], [0, 0.2, 0]]
+    fit_truth[1, 1, 1] = 0.1                        # the centre weight grows with x
+    # A 'valid' b of 46²: pixel (0, 0) is centred on a's (1, 1) (origin = shape − 1 − center).
+    varying = kf.VaryingKernel(fit_truth, 1, frame=(46, 46), center=(1, 1), origin=(1, 1))
+    b = kf.convolve(a, varying, boundary="valid")
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    status = cli.main([str(x) for x in ("estimate", tmp_path / "a.npy", tmp_path / "b.npy",
+                                        "--shape", "3", "--variation", "1", "-q",
+                                        "-o", tmp_path / "k.npy", "--json",
+                                        tmp_path / "fit.json")])
+    assert status == 0
+    coefficients = np.array(json.loads((tmp_path / "fit.json").read_text())
+                            ["params"]["variation"])
+    # Noise-free: exact to rounding.
+    np.testing.assert_allclose(coefficients, fit_truth, atol=1e-9)
+    np.testing.assert_allclose(np.load(tmp_path / "k.npy"), varying.at(22.5, 22.5), atol=1e-9)

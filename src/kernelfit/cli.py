@@ -184,6 +184,9 @@ def _add_estimate(commands) -> None:
                    "a clipped ceiling")
     p.add_argument("--saturation-a", metavar="LEVEL",
                    help="the same for A (drops every B pixel whose footprint touches one)")
+    p.add_argument("--variation", metavar="D", type=int,
+                   help="let the kernel vary over the image as a polynomial of degree D in "
+                   "x, y; -o gets the kernel at the centre, --json all coefficients")
     p.add_argument("--background", metavar="D", type=int,
                    help="fit a polynomial background of degree D (0: an offset) with the kernel")
     _add_plane_options(p)
@@ -354,14 +357,17 @@ def _run_apply(args) -> int:
 
     progress.say(f"reading {args.a}")
     stored = io.read_array(args.a, page=args.page)
-    a = io.select_plane(stored, channel=args.channel, gray=args.gray, source=args.a)
-    progress.decide(a.size)
     progress.say(f"reading {args.kernel}")
-    kernel = io.read_kernel(args.kernel)
-
-    progress.say(f"convolving {_describe(a.shape)} pixels with a "
-                 f"{_describe(kernel.shape)} kernel ...")
-    out = kf.convolve(a, kernel, boundary=args.boundary, center=center, mode=args.mode)
+    kernel = io.read_kernel(args.kernel, stack=True)
+    options = dict(boundary=args.boundary, center=center, mode=args.mode)
+    if kernel.ndim == 3:
+        out = _apply_per_channel(stored, kernel, args, progress, options)
+    else:
+        a = io.select_plane(stored, channel=args.channel, gray=args.gray, source=args.a)
+        progress.decide(a.size)
+        progress.say(f"convolving {_describe(a.shape)} pixels with a "
+                     f"{_describe(kernel.shape)} kernel ...")
+        out = kf.convolve(a, kernel, **options)
 
     # An 8/16-bit input gives an 8/16-bit output, so that apply reproduces such images.
     like = stored.dtype if np.issubdtype(stored.dtype, np.integer) else None
@@ -369,6 +375,25 @@ def _run_apply(args) -> int:
     progress.say(f"wrote {args.output}")
     progress.say(f"done in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _apply_per_channel(stored, kernels, args, progress, options) -> np.ndarray:
+    """A (kh, kw, C) stack of kernels (``--per-channel``) on a colour image: channel by
+    channel, the channels last."""
+    import kernelfit as kf
+
+    if args.channel is not None or args.gray:
+        raise ValueError(f"{args.kernel} holds one kernel per channel "
+                         f"({kernels.shape[-1]}); --channel and --gray pick one plane")
+    if stored.ndim != 3 or stored.shape[-1] != kernels.shape[-1]:
+        raise ValueError(f"{args.kernel} holds {kernels.shape[-1]} kernels (one per channel) "
+                         f"but {args.a} has shape {stored.shape}; they need the same number "
+                         "of channels, last")
+    progress.decide(stored.size)
+    progress.say(f"convolving {_describe(stored.shape[:2])} pixels with "
+                 f"{kernels.shape[-1]} kernels of {_describe(kernels.shape[:2])} ...")
+    return np.stack([kf.convolve(stored[..., c], kernels[..., c], **options)
+                     for c in range(kernels.shape[-1])], axis=-1)
 
 
 def _run_demo(args) -> int:
@@ -433,7 +458,7 @@ def _fit_options(args) -> dict:
     if args.loss != "l2":
         options["loss"] = args.loss
     for name in ("normalize", "noise_std", "f_scale", "clip", "truncate", "rank", "method",
-                 "background"):
+                 "background", "variation"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     for name in ("saturation", "saturation_a"):

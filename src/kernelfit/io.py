@@ -281,7 +281,7 @@ def read_mask(path, *, page=None) -> np.ndarray:
     return np.isfinite(arr) & (arr != 0)
 
 
-def read_kernel(path) -> np.ndarray:
+def read_kernel(path, *, stack=False) -> np.ndarray:
     """Read a kernel written by :func:`write_kernel` (or by hand) as a float64 2-D array.
 
     Parameters
@@ -290,6 +290,9 @@ def read_kernel(path) -> np.ndarray:
         ``.npy``, ``.csv`` (comma-separated), ``.txt`` (whitespace-separated), ``.tif``/
         ``.tiff`` or ``.fits``.  PNG kernels are pictures (rescaled to 0..255) and are
         refused, since their values are not the kernel's.
+    stack : bool, default False
+        Also accept a ``(kh, kw, C)`` stack, one kernel per channel (what
+        ``estimate(..., channel_axis=-1)`` writes).
 
     Returns
     -------
@@ -320,8 +323,10 @@ def read_kernel(path) -> np.ndarray:
     else:
         data = _call_reader(path, _read_tiff if ext in TIFF_EXTENSIONS else _read_npy)
     data = _check_numeric(data, path)
-    if data.ndim != 2:
-        raise ValueError(f"{path}: a kernel must be 2-D, got an array of shape {data.shape}")
+    if not (data.ndim == 2 or (stack and data.ndim == 3)):
+        wanted = "2-D (or a (kh, kw, C) stack)" if stack else "2-D"
+        raise ValueError(f"{path}: a kernel must be {wanted}, got an array of shape "
+                         f"{data.shape}")
     return data.astype(np.float64)
 
 
@@ -613,7 +618,8 @@ def write_image(path, image, *, like_dtype=None) -> None:
     path : str or os.PathLike
         ``.npy`` (as is), ``.tif``/``.tiff`` (float kept, or ``like_dtype``),
         ``.fits`` (as is, needs astropy), ``.png``, ``.jpg``/``.jpeg`` (lossy), ``.bmp``.
-    image : (H, W) array_like
+    image : (H, W) or (H, W, 3 | 4) array_like
+        Grey, or colour with the channels last (RGB, RGBA).
     like_dtype : dtype, optional
         The dtype the result should look like, normally that of the input image.  For
         ``.png``/``.jpg``/``.bmp`` the values are always rounded and clipped to integers:
@@ -636,8 +642,9 @@ def write_image(path, image, *, like_dtype=None) -> None:
     """
     path = check_output_path(path, "image")
     image = np.asarray(image)
-    if image.ndim != 2:
-        raise ValueError(f"{path}: an image must be 2-D, got an array of shape {image.shape}")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))):
+        raise ValueError(f"{path}: an image must be 2-D, or colour (H, W, 3 or 4), got an "
+                         f"array of shape {image.shape}")
     ext = path.suffix.lower()
     like = np.dtype(like_dtype) if like_dtype is not None else None
     if ext in PICTURE_EXTENSIONS:
