@@ -20,8 +20,14 @@ Part 4 — OIS ``AdaptiveBramich`` (``pip install wheel setuptools && pip instal
 --no-build-isolation ois``), same kind of problem on a smaller mosaic with an 11×11 kernel,
 same-sized ``b`` (OIS needs it), polynomial degree 2, probes in the interior.
 
+Part 5 — astronomy's speed anchor (``--anchor N``, default 4096; 0 skips): an N² float32
+white-noise image, a 17×17 kernel varying as a degree-2 polynomial (a Gaussian core with
+position-dependent anisotropic terms), 'valid', noise 1e-3: the fit's time and its kernel
+error.  For scale, DESIGN.md quotes SFFT at about 1.4 s on an A100 GPU and HOTPANTS at about
+43 s on a CPU for a 4096² image with a 17×17 varying kernel (their figures, not run here).
+
 Run ``OPENBLAS_NUM_THREADS=1 python benchmarks/bench_varying.py`` (``--quick``: 512² in part
-2, no OIS).
+2, no OIS, anchor at 1024²).
 """
 
 from __future__ import annotations
@@ -200,15 +206,48 @@ def part_ois(n=320, size=11, degree=2):
     print(f"  OIS / kernelfit time: {t_ois / t_kf:.1f}×")
 
 
+# --------------------------------------------------------------------------- part 5
+
+def part_anchor(n, size=17, degree=2):
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n)).astype(np.float32)
+    r = size // 2
+    y, x = np.mgrid[-r:r + 1, -r:r + 1]
+    core = np.exp(-(x * x + y * y) / (2 * 2.0 ** 2))
+    core /= core.sum()
+    coefficients = np.zeros((6, size, size))
+    coefficients[0] = core
+    coefficients[1] = 0.1 * core * (x * x - y * y) / r     # ellipticity growing along x
+    coefficients[2] = 0.05 * core * (x * y) / r            # and a tilt along y
+    frame = (n - size + 1, n - size + 1)
+    truth = kf.VaryingKernel(coefficients, degree, frame=frame, center=(r, r), origin=(r, r))
+    b = kf.convolve(a, truth, boundary="valid") + 1e-3 * rng.standard_normal(frame)
+    started = time.perf_counter()
+    fit = kf.estimate(a, b, size, variation=degree)
+    seconds = time.perf_counter() - started
+    probes = [(y0 * (frame[0] - 1), x0 * (frame[1] - 1)) for y0 in (0, 0.5, 1)
+              for x0 in (0, 0.5, 1)]
+    worst = max(rel_err(fit.kernel_at(py, px), truth.at(py, px)) for py, px in probes)
+    print(f"part 5: {n}² float32 white noise, {size}×{size} kernel varying with degree "
+          f"{degree}, 'valid', noise 1e-3")
+    print(f"  kernelfit variation={degree}: {seconds:.2f} s; worst kernel error over 9 probes "
+          f"(corners, edges, centre) {worst:.2e}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="512² in part 2, no OIS")
+    parser.add_argument("--anchor", type=int, default=None,
+                        help="image side of part 5 (default 4096, 1024 with --quick; 0 skips)")
     args = parser.parse_args()
     part_many_pairs()
     part_varying(512 if args.quick else 1024)
     part_statistics()
     if not args.quick:
         part_ois()
+    anchor = args.anchor if args.anchor is not None else (1024 if args.quick else 4096)
+    if anchor:
+        part_anchor(anchor)
 
 
 if __name__ == "__main__":
