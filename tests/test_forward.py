@@ -1,6 +1,7 @@
 """The kernel operator and its adjoint."""
 
 import numpy as np
+import scipy.signal
 import pytest
 
 import kernelfit as kf
@@ -34,3 +35,19 @@ def test_kernel_larger_than_image_operator():
     op = KernelOperator(rng.random((8, 8)), (15, 15), boundary="fill")
     k, r = rng.normal(size=(15, 15)), rng.normal(size=(8, 8))
     assert np.isclose(np.vdot(op.forward(k), r), np.vdot(k, op.adjoint(r)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (4, 7), (9, 2)])
+def test_large_valid_convolutions_go_tile_by_tile_exactly(monkeypatch, shape):
+    """Above _TILED_ABOVE output pixels the convolution is computed in _TILE_SIDE² output
+    blocks; shrunk thresholds make a small image take that path: the same result as
+    scipy.signal.convolve to FFT rounding (1e-13 of the largest output)."""
+    from kernelfit import forward
+
+    rng = np.random.default_rng(4)
+    P, k = rng.random((61, 53)), rng.random(shape)
+    monkeypatch.setattr(forward, "_TILED_ABOVE", 100)
+    monkeypatch.setattr(forward, "_TILE_SIDE", 16)
+    out = forward.convolve_extended(P, k)
+    expected = scipy.signal.convolve(P, k, mode="valid", method="direct")
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-13 * np.abs(expected).max())

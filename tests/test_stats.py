@@ -87,3 +87,30 @@ def test_statistics_errors():
         statistics(P, np.ones((1, 1)), (5, 5), method="fft")
     with pytest.raises(ValueError, match="only 0/1 weights"):
         statistics(P, np.ones((3, 3)), (3, 3), weights=np.full((3, 3), 0.5), method="fft")
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (4, 7)])
+def test_tiled_fft_statistics_equal_the_whole_image(monkeypatch, shape):
+    """Large images sum their statistics over tiles (with kernel-sized halos); shrinking the
+    thresholds makes a small image tile: the sums equal the whole-image statistics to
+    rounding (1e-12 of the Gram's largest entry)."""
+    from kernelfit import stats as stats_module
+
+    rng = np.random.default_rng(8)
+    P = rng.random((150, 131))
+    b = rng.random((150 - shape[0] + 1, 131 - shape[1] + 1))
+    whole = statistics(P, b, shape, method="fft")
+    monkeypatch.setattr(stats_module, "TILED_ABOVE", 1000)
+    monkeypatch.setattr(stats_module, "TILE_SIDE", 40)
+    # This image is small enough for im2col: make the FFT path the automatic choice.
+    monkeypatch.setattr(stats_module, "choose_method", lambda *args: "fft")
+    calls = []
+    original = stats_module._tiled_statistics
+    monkeypatch.setattr(stats_module, "_tiled_statistics",
+                        lambda *args: calls.append(1) or original(*args))
+    tiled = statistics(P, b, shape)
+    assert calls and stats_module.tiles_pay(P.shape, shape)
+    scale = np.abs(whole.gram).max()
+    np.testing.assert_allclose(tiled.gram, whole.gram, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(tiled.rhs, whole.rhs, rtol=0, atol=1e-12 * scale)
+    assert tiled.btb == pytest.approx(whole.btb, rel=1e-12) and tiled.n_used == whole.n_used

@@ -73,16 +73,40 @@ def _as_varying(kernel):
 # Direct summation is exact to the last ulp; FFT convolution has errors of ~1e-16 times the
 # largest output.  Below this many multiply-adds direct summation is also fast, so use it.
 _DIRECT_WORK_LIMIT = 2e7
+# Above this many output pixels, FFT convolution goes tile by tile: whole-image transforms
+# of large images are slowed by memory traffic, not by arithmetic.  Measured on this 2-core
+# machine, 'valid' output: 4096², 21×21, 1.56 s whole against 0.58 s in 1024² tiles; 8192²,
+# 7.9 s against 1.7 s (51×51: 5.4 s against 1.9 s); scipy.signal.oaconvolve took 4.6 s at
+# 8192², 21×21.  The rounding is the same, ~1e-15 relative.
+_TILED_ABOVE = 3072 * 3072
+_TILE_SIDE = 1024
 
 
 def convolve_extended(extended, kernel):
     """'valid' convolution of an already-extended image (direct when cheap, else FFT)."""
     dtype = np.result_type(extended.dtype, kernel.dtype)
     out_size = (extended.shape[0] - kernel.shape[0] + 1) * (extended.shape[1] - kernel.shape[1] + 1)
-    method = "direct" if out_size * kernel.size <= _DIRECT_WORK_LIMIT else "fft"
-    out = scipy.signal.convolve(extended, kernel.astype(dtype, copy=False), mode="valid",
-                                method=method)
+    kernel = kernel.astype(dtype, copy=False)
+    if out_size > _TILED_ABOVE:
+        out = _convolve_tiled(extended, kernel)
+    else:
+        method = "direct" if out_size * kernel.size <= _DIRECT_WORK_LIMIT else "fft"
+        out = scipy.signal.convolve(extended, kernel, mode="valid", method=method)
     return out.astype(dtype, copy=False)
+
+
+def _convolve_tiled(extended, kernel):
+    """'valid' convolution, one ``_TILE_SIDE``² block of the output at a time (each block
+    reads its footprint of ``extended``: the output tiles exactly)."""
+    kh, kw = kernel.shape
+    H, W = extended.shape[0] - kh + 1, extended.shape[1] - kw + 1
+    out = np.empty((H, W), dtype=np.result_type(extended.dtype, kernel.dtype))
+    for y0 in range(0, H, _TILE_SIDE):
+        for x0 in range(0, W, _TILE_SIDE):
+            y1, x1 = min(y0 + _TILE_SIDE, H), min(x0 + _TILE_SIDE, W)
+            out[y0:y1, x0:x1] = scipy.signal.fftconvolve(
+                extended[y0:y1 + kh - 1, x0:x1 + kw - 1], kernel, mode="valid")
+    return out
 
 
 class KernelOperator:

@@ -24,7 +24,7 @@ from .solvers import solve_normal_equations
 from .solvers.constrained import solve_quadratic, system_matrix
 from .solvers.iterative import FFTKernelOperator, solve_iterative
 from .solvers.weighted import matrix_free_pays, solve_weighted
-from .stats import choose_method, statistics
+from .stats import choose_method, statistics, tiles_pay
 
 # The direct path holds a p×p Gram matrix and factors it in O(p³); the matrix-free path costs
 # O(N log N) per iteration.  Measured (benchmarks/bench_regularisation.py part 4, 512² photo,
@@ -72,7 +72,7 @@ def fit_free_direct(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, norma
     terms = None
     if background is None:
         stats = sum(statistics(pair.extended, pair.b_used, shape, weights=_weights(pair),
-                               method="fft" if spectrum else "im2col", spectrum=spectrum)
+                               spectrum=spectrum)
                     for pair, spectrum in zip(pairs, spectra))
     else:
         stats, terms, spectra = profiled_statistics(pairs, shape, background, spectra=spectra)
@@ -322,8 +322,10 @@ def _fit_masked_matrix_free(pairs, shape, spectra, *, single, started) -> Kernel
 
 
 def _spectrum_if_useful(pair: PreparedPair, shape):
-    """The image's FFT when the statistics take the FFT path (the prediction reuses it)."""
-    if choose_method(pair.extended.shape, shape, _weights(pair)) == "fft":
+    """The image's FFT when the statistics take the whole-image FFT path (the prediction
+    reuses it); not for images whose statistics are summed over tiles."""
+    if choose_method(pair.extended.shape, shape, _weights(pair)) == "fft" \
+            and not (pair.use is None and tiles_pay(pair.extended.shape, shape)):
         return ExtendedSpectrum(pair.extended, shape)
     return None
 

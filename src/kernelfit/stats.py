@@ -120,6 +120,8 @@ def statistics(extended, b_used, shape, *, weights=None, method=None, spectrum=N
             raise ValueError(f"method='fft' needs an image at least twice the kernel {shape}")
         if weights is not None and not np.all(weights == 1):
             return _weighted(P, b, shape, weights, spectrum)
+        if method is None and tiles_pay(P.shape, shape):
+            return _tiled_statistics(P, b, shape)
         G, c, btb, n = _fft_sums(P, b, shape, weights, spectrum or ExtendedSpectrum(P, shape))
     else:
         raise ValueError(f"method={method!r} must be None, 'fft' or 'im2col'")
@@ -154,6 +156,40 @@ def _weighted(P, b, shape, weights, spectrum):
     from .solvers.weighted import weighted_statistics
 
     return weighted_statistics(P, b, shape, weights, spectrum=spectrum)
+
+
+# Above TILED_ABOVE output pixels the unweighted FFT statistics are summed over tiles of
+# about TILE_SIDE² output pixels (each with its kernel-sized halo of ``P``): exact, since the
+# statistics are sums over output pixels, and faster, since the whole-image transforms no
+# longer fit in cache.  Measured with a 21×21 kernel on this 2-core machine: 4096², 1.5 s whole
+# against 0.93 s in 2048² tiles; 8192², 6.3 s against 3.4–3.8 s; 3072², about the same.
+TILED_ABOVE = 3072 * 3072
+TILE_SIDE = 2048
+
+
+def tiles_pay(image_shape, shape) -> bool:
+    """Whether :func:`statistics` sums unweighted FFT statistics over tiles (see
+    :data:`TILED_ABOVE`); then a whole-image :class:`ExtendedSpectrum` is not needed."""
+    n_out = (image_shape[0] - shape[0] + 1) * (image_shape[1] - shape[1] + 1)
+    return n_out > TILED_ABOVE
+
+
+def _tile_edges(n):
+    """Cut ``n`` output rows (or columns) into near-equal pieces of at most TILE_SIDE."""
+    pieces = -(-n // TILE_SIDE)
+    return np.linspace(0, n, pieces + 1).round().astype(int)
+
+
+def _tiled_statistics(P, b, shape) -> SufficientStatistics:
+    kh, kw = shape
+    ys, xs = _tile_edges(b.shape[0]), _tile_edges(b.shape[1])
+    total = None
+    for y0, y1 in zip(ys[:-1], ys[1:]):
+        for x0, x1 in zip(xs[:-1], xs[1:]):
+            part = statistics(P[y0:y1 + kh - 1, x0:x1 + kw - 1], b[y0:y1, x0:x1], shape,
+                              method="fft")
+            total = part if total is None else total + part
+    return total
 
 
 def _is_binary(weights) -> bool:
