@@ -283,3 +283,15 @@ def test_identifiability_refuses_bad_input(white):
 def test_gram_condition_refuses_what_is_not_a_gram_matrix(gram):
     with pytest.raises(ValueError, match="gram"):
         gram_condition(gram)
+
+
+@pytest.mark.parametrize("options", [{}, {"boundary": "auto"}])
+def test_warning_points_at_the_users_call(options):
+    """However deep the fit runs (boundary='auto' calls estimate() again), the warning's
+    location is the caller's line, not kernelfit's."""
+    rng = np.random.default_rng(0)
+    a = gaussian_filter(rng.random((64, 64)), 1.5)
+    b = kf.convolve(a, np.full((5, 5), 1 / 25)) + 0.01 * rng.normal(size=a.shape)
+    with pytest.warns(kf.IdentifiabilityWarning) as caught:
+        kf.estimate(a, b, 5, **options)
+    assert {record.filename for record in caught} == {__file__}

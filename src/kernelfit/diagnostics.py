@@ -38,6 +38,7 @@ on the direct path an eigendecomposition of ``G`` up to :data:`MAX_EIGEN_UNKNOWN
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -395,8 +396,16 @@ def annotate(pairs, fit) -> None:
     if _should_warn(fit, report):
         message = _advice(fit.kernel.shape, report)
         fit.message = f"{fit.message}; {message}" if fit.message else message
-        # annotate <- estimate._annotate <- estimate <- the caller
-        warnings.warn(message, IdentifiabilityWarning, stacklevel=4)
+        warnings.warn(message, IdentifiabilityWarning, stacklevel=user_stacklevel())
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside kernelfit: the warning points at the user's
+    call, however deep the fit ran (the automatic choices call estimate() again)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("kernelfit"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _variance_sum(fit):

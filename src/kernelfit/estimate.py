@@ -11,6 +11,7 @@ from ._conventions import normalize_boundary, normalize_shape
 from . import classic
 from .background import check_degree, fitted_background, profiled_statistics
 from .defects import check_saturation_option
+from .diagnostics import user_stacklevel
 from .design import PreparedPair, prepare_pair
 from .distributed import has_dask_input
 from .free import fit_free_direct, fit_free_iterative, uses_direct_path
@@ -431,7 +432,7 @@ def _warn_if_constant(pairs, shape, fit: KernelFit) -> KernelFit:
     does, through the Gram matrix's rank)."""
     if shape[0] * shape[1] > 1 and all(np.ptp(pair.extended) == 0 for pair in pairs):
         warnings.warn(f"a is constant, so it determines only the kernel's sum, not a kernel "
-                      f"of shape {shape}", RankDeficientWarning, stacklevel=3)
+                      f"of shape {shape}", RankDeficientWarning, stacklevel=user_stacklevel())
         fit.converged = False
     return _annotate(pairs, fit)
 

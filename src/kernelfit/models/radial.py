@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse
 
 from .._conventions import normalize_center, normalize_shape
+from ..diagnostics import user_stacklevel
 from ..solvers import RankDeficientWarning
 from ._common import (PairData, StructuredFit, check_real, noise_level, radius_grid,
                       solve_square_root)
@@ -253,7 +254,7 @@ def fit_radial(pairs, shape, center=None, *, bins=None, smooth=0.0, method=None,
             message = (f"the profile is not determined at every knot (rank {solution.rank} "
                        f"of {m}): some knots have no kernel pixel near them or the images "
                        "cannot tell them apart; use fewer or wider-spaced bins, or smooth > 0")
-            warnings.warn(message, RankDeficientWarning, stacklevel=2)
+            warnings.warn(message, RankDeficientWarning, stacklevel=user_stacklevel())
         else:
             message = (f"only {n} pixels for {solution.dof:.0f} parameters: no noise level "
                        "or standard errors")

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg import lapack
 
-from ..diagnostics import IdentifiabilityWarning
+from ..diagnostics import IdentifiabilityWarning, user_stacklevel
 from ..stats import SufficientStatistics
 
 
@@ -113,7 +113,7 @@ def solve_normal_equations(stats: SufficientStatistics, *, penalty=None,
             "these images do not determine the kernel; use a larger or more textured image, "
             "reg='ridge' with lam > 0, or a smaller shape"
         )
-        warnings.warn(message, RankDeficientWarning, stacklevel=2)
+        warnings.warn(message, RankDeficientWarning, stacklevel=user_stacklevel())
         return DirectSolution(kernel.reshape(stats.shape), None, float(rank), rank, rcond,
                               False, message)
     cov = A_inv @ G @ A_inv if regularised else A_inv
