@@ -315,3 +315,27 @@ def test_cli_variation_writes_the_centre_kernel_and_the_coefficients(tmp_path):
     # Noise-free: exact to rounding.
     np.testing.assert_allclose(coefficients, fit_truth, atol=1e-9)
     np.testing.assert_allclose(np.load(tmp_path / "k.npy"), varying.at(22.5, 22.5), atol=1e-9)
+
+
+def test_varying_statistics_of_large_images_are_summed_over_tiles(monkeypatch):
+    """Above kernelfit.stats.TILED_ABOVE output pixels the extended design's statistics are
+    summed over tiles (each with its own coordinates): shrunk thresholds make a small image
+    tile, with the same statistics to rounding (1e-12 of the largest Gram entry), NaN in a
+    included."""
+    from kernelfit import stats as stats_module
+    from kernelfit.design import prepare_pair
+    from kernelfit.variation import varying_statistics
+
+    rng = np.random.default_rng(6)
+    a = rng.random((70, 61))
+    a[rng.random(a.shape) < 0.002] = np.nan
+    b = rng.random((70, 61))
+    pair = prepare_pair(a, b, (5, 3), boundary="nearest")
+    whole = varying_statistics(pair, (5, 3), 2, frame=b.shape)
+    monkeypatch.setattr(stats_module, "TILED_ABOVE", 500)
+    monkeypatch.setattr(stats_module, "TILE_SIDE", 25)
+    tiled = varying_statistics(pair, (5, 3), 2, frame=b.shape)
+    scale = np.abs(whole.gram).max()
+    np.testing.assert_allclose(tiled.gram, whole.gram, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(tiled.rhs, whole.rhs, rtol=0, atol=1e-12 * scale)
+    assert tiled.n_used == whole.n_used

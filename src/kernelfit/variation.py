@@ -46,6 +46,7 @@ from .forward import convolve as convolve_plain
 from .forward import convolve_extended
 from .result import KernelFit
 from .solvers import solve_normal_equations
+from . import stats
 from .stats import (SufficientStatistics, _band_indices, _band_lag_sums, _rectangle_sums,
                     _scatter_lag)
 
@@ -331,8 +332,15 @@ def varying_statistics(pair, shape, degree, *, frame, method=None) -> Sufficient
     """
     kh, kw = shape
     powers = monomial_powers(degree)
-    channels = input_channels(pair, shape, powers, frame)
-    G, c = _multichannel_statistics(channels, pair.b_used, shape, pair.use, method)
+    G, c = None, None
+    for rows, cols in _tiles(pair.b_used.shape, shape):
+        # A tile of b's used rectangle and its footprint in the extended image: the sums
+        # over output pixels add up, and large images never hold T whole-image channels.
+        channels = input_channels(pair, shape, powers, frame, rows=rows, cols=cols)
+        use = None if pair.use is None else pair.use[rows, cols]
+        G_tile, c_tile = _multichannel_statistics(channels, pair.b_used[rows, cols], shape,
+                                                  use, method)
+        G, c = (G_tile, c_tile) if G is None else (G + G_tile, c + c_tile)
     # Flipped (correlation) order u -> convolution order j, within every term's block.
     p = kh * kw
     order = (np.arange(len(powers))[:, None] * p + np.arange(p)[None, ::-1]).ravel()
@@ -342,17 +350,37 @@ def varying_statistics(pair, shape, degree, *, frame, method=None) -> Sufficient
                                 pair.n_used, (len(powers), kh, kw))
 
 
-def input_channels(pair, shape, powers, frame) -> list[np.ndarray]:
+def input_channels(pair, shape, powers, frame, *, rows=slice(None),
+                   cols=slice(None)) -> list[np.ndarray]:
     """``a_t = m_t(ζ) ⊙ P``: the extended image times each term at the coordinate ``ζ`` (in
-    ``b``'s frame) of the output pixel each of its pixels lands on through the kernel centre."""
+    ``b``'s frame) of the output pixel each of its pixels lands on through the kernel centre.
+
+    ``rows``, ``cols`` (slices of ``b``'s used rectangle, step 1) restrict it to the part of
+    ``P`` under those output pixels.
+    """
     geometry = pair.geometry
     (kh, kw), (cy, cx) = shape, geometry.center
     oy = geometry.used[0].indices(frame[0])[0]
     ox = geometry.used[1].indices(frame[1])[0]
     Ph, Pw = pair.extended.shape
-    sy = scaled(np.arange(Ph) - (kh - 1) + cy + oy, frame[0])
-    sx = scaled(np.arange(Pw) - (kw - 1) + cx + ox, frame[1])
-    return [(sy ** p)[:, None] * (sx ** q)[None, :] * pair.extended for p, q in powers]
+    y0, y1, _ = rows.indices(Ph - kh + 1)
+    x0, x1, _ = cols.indices(Pw - kw + 1)
+    sy = scaled(np.arange(y0, y1 + kh - 1) - (kh - 1) + cy + oy, frame[0])
+    sx = scaled(np.arange(x0, x1 + kw - 1) - (kw - 1) + cx + ox, frame[1])
+    P = pair.extended[y0:y1 + kh - 1, x0:x1 + kw - 1]
+    return [(sy ** p)[:, None] * (sx ** q)[None, :] * P for p, q in powers]
+
+
+def _tiles(b_shape, shape):
+    """``(rows, cols)`` slices cutting ``b``'s used rectangle into tiles of about
+    ``TILE_SIDE``² pixels when it has more than ``TILED_ABOVE`` (as the plain statistics do,
+    :mod:`kernelfit.stats`), else the whole rectangle."""
+    if b_shape[0] * b_shape[1] <= stats.TILED_ABOVE:
+        return [(slice(0, b_shape[0]), slice(0, b_shape[1]))]
+    edges = [stats._tile_edges(n) for n in b_shape]
+    return [(slice(y0, y1), slice(x0, x1))
+            for y0, y1 in zip(edges[0][:-1], edges[0][1:])
+            for x0, x1 in zip(edges[1][:-1], edges[1][1:])]
 
 
 def translation_matrix(shape, center, powers, frame) -> np.ndarray:
