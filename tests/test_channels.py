@@ -211,7 +211,6 @@ def test_cli_shared(colour_files):
     (["--per-channel", "--channel", "1"], "--per-channel fits every channel; it cannot be "
      "combined with --channel or --gray"),
     (["--shared", "--gray"], "--shared fits every channel"),
-    (["--per-channel", "--report", "r.html"], "--report draws one kernel"),
 ])
 def test_cli_channel_conflicts(colour_files, capsys, extra, message):
     path, _ = colour_files
@@ -263,3 +262,14 @@ def test_per_channel_automatic_size_is_chosen_once_for_all_channels():
             if 0 <= yy < kh and 0 <= xx < kw:
                 truth[yy, xx] = v
         assert np.abs(fit.kernel - truth).max() < 1e-2
+
+
+def test_cli_per_channel_report(colour_files):
+    """--per-channel --report: one page with every channel's report."""
+    pytest.importorskip("matplotlib")
+    path, _ = colour_files
+    assert run("estimate", path / "a.png", path / "b.npy", "--shape", "3x3", "-q",
+               "--boundary", "nearest", "--per-channel", "-o", path / "k.npy",
+               "--report", path / "r.html") == 0
+    page = (path / "r.html").read_text(encoding="utf-8")
+    assert all(f'id="channel{c}"' in page for c in range(3))

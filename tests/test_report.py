@@ -442,3 +442,35 @@ def test_chromium_check_catches_broken_figures_and_console_errors(tmp_path, fits
     assert state["figures"] == "3/4" and state["figures-loaded"] == "false"
     assert int(state["errors"]) >= 1
     assert any("broken" in line for line in console)
+
+
+def test_channel_report_has_every_channel_with_unique_ids(tmp_path, requires_matplotlib):
+    """ChannelFits.report: one section per channel, each with the single-fit sections and
+    its own images; no id repeats."""
+    rng = np.random.default_rng(3)
+    a = rng.random((40, 40, 3))
+    b = np.stack([kf.convolve(a[..., c], KERNEL * (c + 1), boundary="nearest")
+                  for c in range(3)], axis=-1) + 1e-3 * rng.standard_normal((40, 40, 3))
+    fits = kf.estimate(a, b, KERNEL.shape, boundary="nearest", channel_axis=-1)
+    page = fits.report(tmp_path / "channels.html", a=a, b=b).read_text(encoding="utf-8")
+    ids = re.findall(r'id="([^"]+)"', page)
+    assert len(ids) == len(set(ids))
+    for c in range(3):
+        assert f"channel{c}" in ids and f"channel{c}-kernel" in ids
+        assert f"channel{c}-images" in ids
+    with pytest.raises(ValueError, match=r"b has shape \(40, 40\); the report of 3 channels"):
+        fits.report(tmp_path / "bad.html", a=a, b=b[..., 0])
+    assert not (tmp_path / "bad.html").exists()
+
+
+def test_channel_report_renders_in_headless_chromium(tmp_path, chromium, requires_matplotlib):
+    rng = np.random.default_rng(4)
+    a = rng.random((32, 32, 2))
+    b = np.stack([kf.convolve(a[..., c], KERNEL, boundary="fill") for c in range(2)], axis=-1)
+    fits = kf.estimate(a, b, KERNEL.shape, boundary="fill", channel_axis=-1)
+    page = fits.report(tmp_path / "channels.html", a=a, b=b)
+    dom, console = open_in_chromium(chromium, page, tmp_path, "--dump-dom")
+    state = loaded_state(dom)
+    total = page.read_text(encoding="utf-8").count("<img ")
+    assert state == {"figures": f"{total}/{total}", "figures-loaded": "true", "errors": "0"}
+    assert console == [] and total >= 2 * 4

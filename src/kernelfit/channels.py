@@ -88,6 +88,14 @@ class ChannelFits:
     def _stack(self, arrays) -> np.ndarray:
         return np.stack(arrays, axis=self.channel_axis)
 
+    def report(self, path, a=None, b=None, *, title=None, max_pairs=3):
+        """Write one self-contained HTML page with every channel's report (see
+        :meth:`kernelfit.KernelFit.report`); ``a``, ``b`` carry their channels on
+        :attr:`channel_axis` (a 2-D ``a`` serves every channel)."""
+        from .report import write_report
+
+        return write_report(self, path, a, b, title=title, max_pairs=max_pairs)
+
     def summary(self) -> str:
         """Every channel's summary, each under a heading."""
         return "\n".join(f"--- channel {c} ---\n{fit.summary()}"

@@ -411,9 +411,6 @@ def _by_channel(args, options) -> bool:
     if args.channel is not None or args.gray:
         raise ValueError(f"{flag} fits every channel; it cannot be combined with "
                          "--channel or --gray")
-    if args.per_channel and args.report:
-        raise ValueError("--report draws one kernel; with --per-channel use --json, or "
-                         "--channel N for one channel's report")
     suffix = os.path.splitext(args.output)[1].lower()
     if args.per_channel and suffix not in (".npy", ".tif", ".tiff", ".fits", ".fit", ".fts"):
         # Checked before the fit: the stack of kernels needs an array format.

@@ -45,7 +45,8 @@ from ._conventions import as_image, make_geometry, output_size_of
 from .forward import convolve_extended
 from .io import atomic_output
 
-__all__ = ["write_report", "render_report", "compact_html", "check_report_path"]
+__all__ = ["write_report", "render_report", "render_channel_report", "compact_html",
+           "check_report_path"]
 
 REPORT_EXTENSIONS = (".html", ".htm")
 
@@ -114,7 +115,8 @@ def write_report(fit, path, a=None, b=None, *, title=None, max_pairs=3) -> Path:
 
     Parameters
     ----------
-    fit : KernelFit
+    fit : KernelFit or ChannelFits
+        A :class:`kernelfit.channels.ChannelFits` gets one page with every channel's report.
     path : str or os.PathLike
         Destination, ending in ``.html`` or ``.htm``.  Checked before anything is drawn; the
         file is written to a temporary file beside it and renamed when complete.
@@ -151,7 +153,10 @@ def write_report(fit, path, a=None, b=None, *, title=None, max_pairs=3) -> Path:
     True
     """
     path = check_report_path(path)
-    text = render_report(fit, a, b, title=title, max_pairs=max_pairs)
+    if hasattr(fit, "fits") and hasattr(fit, "channel_axis"):     # a ChannelFits
+        text = render_channel_report(fit, a, b, title=title, max_pairs=max_pairs)
+    else:
+        text = render_report(fit, a, b, title=title, max_pairs=max_pairs)
     with atomic_output(path) as temp_path:
         temp_path.write_text(text, encoding="utf-8")
     return path
@@ -162,33 +167,70 @@ def render_report(fit, a=None, b=None, *, title=None, max_pairs=3) -> str:
     require_matplotlib()
     if not isinstance(max_pairs, (int, np.integer)) or max_pairs < 0:
         raise ValueError(f"max_pairs={max_pairs!r} must be an integer >= 0")
-    kernel = _kernel_of(fit)
-    pairs = _pairs(fit, a, b)
     if title is None:
         title = f"kernelfit report: {fit.model} kernel {fit.shape[0]}x{fit.shape[1]}"
-
-    sections = [_kernel_section(fit, kernel)]
-    sections.append(_parameters_section(fit, kernel))
-    sections.append(_images_section(fit, pairs, max_pairs))
-    sections.append(_selection_section(fit))
-    sections.append(_diagnostics_section(fit))
-    sections.append(_section("summary", "Summary",
-                             f"<pre>{html.escape(fit.summary())}</pre>"))
-    sections = [s for s in sections if s]
+    sections = _sections(fit, a, b, max_pairs)
     nav = "".join(f'<a href="#{anchor}">{html.escape(name)}</a>'
                   for anchor, name in _SECTION_NAMES if f'id="{anchor}"' in "".join(sections))
-    return _PAGE.format(
-        title=html.escape(str(title)),
-        style=_STYLE,
-        script=_SCRIPT,
-        status=_status_banner(fit),
-        subtitle=html.escape(
-            f"{fit.model} kernel {fit.shape[0]}×{fit.shape[1]}, centre {tuple(fit.center)}, "
-            f"boundary '{fit.boundary}', method '{fit.method}'"),
-        nav=nav,
-        body="\n".join(sections),
-        version=html.escape(_version()),
-    )
+    return _page(title, _subtitle(fit), nav, _status_banner(fit), "\n".join(sections))
+
+
+def render_channel_report(fits, a=None, b=None, *, title=None, max_pairs=3) -> str:
+    """One page for a :class:`kernelfit.channels.ChannelFits`: every channel's report, one
+    after the other (``a`` and ``b`` with their channels on ``fits.channel_axis``; a 2-D
+    ``a`` serves every channel)."""
+    require_matplotlib()
+    first = fits.fits[0]
+    if title is None:
+        title = (f"kernelfit report: {len(fits.fits)} channels, {first.model} kernels "
+                 f"{first.shape[0]}x{first.shape[1]}")
+    a_planes = _channel_planes(a, fits, "a")
+    b_planes = _channel_planes(b, fits, "b")
+    parts, nav = [], []
+    for c, fit in enumerate(fits.fits):
+        body = "\n".join(_sections(fit, a_planes[c], b_planes[c], max_pairs))
+        # Every channel has the same sections: prefix their ids to keep them unique.
+        body = body.replace('id="', f'id="channel{c}-')
+        parts.append(f'<section id="channel{c}"><h2>Channel {c}</h2>\n'
+                     f'{_status_banner(fit)}\n{body}\n</section>')
+        nav.append(f'<a href="#channel{c}">Channel {c}</a>')
+    return _page(title, _subtitle(first), "".join(nav), "", "\n".join(parts))
+
+
+def _channel_planes(images, fits, name) -> list:
+    """The per-channel planes of ``a`` or ``b`` (``None`` for each when not given)."""
+    n = len(fits.fits)
+    if images is None:
+        return [None] * n
+    array = np.asarray(images)
+    if name == "a" and array.ndim == 2:
+        return [array] * n
+    if array.ndim != 3 or array.shape[fits.channel_axis] != n:
+        raise ValueError(f"{name} has shape {array.shape}; the report of {n} channels needs "
+                         f"them on axis {fits.channel_axis}")
+    return list(np.moveaxis(array, fits.channel_axis, 0))
+
+
+def _sections(fit, a, b, max_pairs) -> list[str]:
+    """The report's sections for one fit (empty ones left out)."""
+    kernel = _kernel_of(fit)
+    pairs = _pairs(fit, a, b)
+    sections = [_kernel_section(fit, kernel), _parameters_section(fit, kernel),
+                _images_section(fit, pairs, max_pairs), _selection_section(fit),
+                _diagnostics_section(fit),
+                _section("summary", "Summary", f"<pre>{html.escape(fit.summary())}</pre>")]
+    return [s for s in sections if s]
+
+
+def _subtitle(fit) -> str:
+    return (f"{fit.model} kernel {fit.shape[0]}×{fit.shape[1]}, centre {tuple(fit.center)}, "
+            f"boundary '{fit.boundary}', method '{fit.method}'")
+
+
+def _page(title, subtitle, nav, status, body) -> str:
+    return _PAGE.format(title=html.escape(str(title)), style=_STYLE, script=_SCRIPT,
+                        status=status, subtitle=html.escape(subtitle), nav=nav, body=body,
+                        version=html.escape(_version()))
 
 
 def compact_html(fit) -> str:
