@@ -474,3 +474,17 @@ def test_channel_report_renders_in_headless_chromium(tmp_path, chromium, require
     total = page.read_text(encoding="utf-8").count("<img ")
     assert state == {"figures": f"{total}/{total}", "figures-loaded": "true", "errors": "0"}
     assert console == [] and total >= 2 * 4
+
+
+def test_varying_kernel_report_shows_the_kernel_across_the_image(tmp_path, requires_matplotlib):
+    rng = np.random.default_rng(5)
+    a = rng.random((48, 48))
+    coefficients = np.zeros((3,) + KERNEL.shape)
+    coefficients[0], coefficients[1] = KERNEL, 0.2 * KERNEL[::-1]
+    truth = kf.VaryingKernel(coefficients, 1, frame=(48, 48), center=(1, 1))
+    b = kf.convolve(a, truth, boundary="fill")
+    fit = kf.estimate(a, b, KERNEL.shape, boundary="fill", center=(1, 1), variation=1)
+    page = fit.report(tmp_path / "varying.html", a=a, b=b).read_text(encoding="utf-8")
+    assert 'alt="kernel across the image"' in page
+    # The prediction is the varying kernel's (b − residual), not the centre kernel's.
+    assert "a ⊛ k(y, x), the varying kernel" in page

@@ -328,6 +328,10 @@ def _prediction(fit, kernel, a, b, residual):
         return None, ""
     if b is not None and residual is not None and fit.background is not None:
         return b - residual, "b − residual = a ⊛ k + fitted background (used pixels)"
+    if getattr(fit, "varying", None) is not None:
+        if b is not None and residual is not None:
+            return b - residual, "b − residual = a ⊛ k(y, x), the varying kernel (used pixels)"
+        return None, ""
     if b is not None:
         size = output_size_of(a.shape, b.shape, kernel.shape)
     else:
@@ -403,7 +407,33 @@ def _kernel_section(fit, kernel) -> str:
         fig, "kernel MTF",
         "Modulation transfer function: how much of each spatial frequency the kernel passes "
         "(1 = untouched); the dotted line is 0.5 (MTF50).")
-    return _section("kernel", "Kernel", images + mtf_html)
+    return _section("kernel", "Kernel", images + mtf_html + _variation_figure(fit))
+
+
+def _variation_figure(fit) -> str:
+    """For a spatially varying kernel: the kernel at a 3×3 grid of positions of ``b``."""
+    varying = getattr(fit, "varying", None)
+    if varying is None:
+        return ""
+    H, W = varying.frame
+    rows, cols = [0.0, (H - 1) / 2, H - 1.0], [0.0, (W - 1) / 2, W - 1.0]
+    kernels = [[varying.at(y, x) for x in cols] for y in rows]
+    top = max(float(np.abs(k).max()) for row in kernels for k in row) or 1.0
+    fig = _figure(7.5, 7.0)
+    for i, y in enumerate(rows):
+        for j, x in enumerate(cols):
+            ax = fig.add_subplot(3, 3, 3 * i + j + 1)
+            ax.imshow(kernels[i][j], cmap="viridis", vmin=min(0.0, -top), vmax=top,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"(y, x) = ({y:.0f}, {x:.0f})", fontsize=8)
+    fig.tight_layout()
+    return _figure_html(
+        fig, "kernel across the image",
+        f"The kernel at the corners, edge midpoints and centre of b (degree {varying.degree} "
+        "polynomial in the position; one colour scale for all).  The panels above show the "
+        "kernel at the centre.")
 
 
 def _parameters_section(fit, kernel) -> str:
