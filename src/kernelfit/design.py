@@ -97,14 +97,22 @@ class PreparedPair:
             prediction = convolve_extended(self.extended, np.asarray(kernel, dtype=np.float64))
         else:
             prediction = spectrum.convolve_valid(kernel)
-        return self.embed(self.b_used - prediction)
+        return self.embed(np.subtract(self.b_used, prediction, dtype=np.float64), copy=False)
 
-    def embed(self, values_used: np.ndarray) -> np.ndarray:
-        """Place an array over the used rectangle into a NaN array shaped like ``b``."""
-        out = np.full(self.b_shape, np.nan)
-        block = np.array(values_used, dtype=np.float64)
+    def embed(self, values_used: np.ndarray, *, copy=True) -> np.ndarray:
+        """Place an array over the used rectangle into a NaN array shaped like ``b``.
+
+        ``copy=False`` lets it write into (and return) ``values_used`` itself when that is a
+        float64 array the caller no longer needs.
+        """
+        block = np.array(values_used, dtype=np.float64, copy=copy or None)
         if self.use is not None:
             block[~self.use] = np.nan
+        if block.shape == tuple(self.b_shape):
+            # The used rectangle is all of b: no NaN frame to fill (on a large image, one
+            # fewer image-sized array to allocate and write).
+            return block
+        out = np.full(self.b_shape, np.nan)
         out[self.geometry.used] = block
         return out
 
