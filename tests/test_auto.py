@@ -393,3 +393,13 @@ def test_report_draws_both_choices(tmp_path):
     html = (tmp_path / "r.html").read_text()
     # report.py draws every info dict ending in _scores that has candidates/scores/chosen.
     assert "shape scores" in html and "boundary scores" in html
+
+
+def test_summary_says_what_was_chosen():
+    rng = np.random.default_rng(12)
+    a = rng.random((60, 60))
+    k = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 3.0, 2.0, 1.0]) / 36
+    b = kf.convolve(a, k, boundary="reflect") + 1e-3 * rng.standard_normal(a.shape)
+    text = kf.estimate(a, b, None, boundary="auto").summary()
+    assert "size chosen: 3x5 of" in text and "boundary chosen: 'reflect'" in text
+    assert "chosen" not in kf.estimate(a, b, (3, 5), boundary="reflect").summary()

@@ -103,6 +103,7 @@ class KernelFit:
                          "frequencies below the noise, a free least-squares kernel's relative "
                          f"error ~{check['relative_error']:.2g}, "
                          f"{check['effective_parameters']:.4g} effective parameters")
+        lines.extend(self._choice_lines())
         lines.append("status: " + ("ok" if self.converged else "NOT TRUSTED"))
         if self.message:
             lines.append(self.message)
@@ -111,6 +112,23 @@ class KernelFit:
             lines.append(np.array2string(self.kernel, precision=4, suppress_small=True,
                                          max_line_width=120))
         return "\n".join(lines)
+
+    def _choice_lines(self) -> list[str]:
+        """What was chosen automatically (``shape=None``, ``boundary='auto'``), if anything;
+        the evidence is in ``info['shape_scores']`` and ``info['boundary_scores']``."""
+        lines = []
+        shapes = self.info.get("shape_scores")
+        if isinstance(shapes, dict) and "chosen" in shapes:
+            offset = self.info.get("kernel_offset")
+            moved = "" if offset is None or not np.any(np.abs(offset) >= 0.5) else \
+                f"; kernel offset {np.round(offset, 2).tolist()} (rows, columns)"
+            lines.append(f"size chosen: {shapes['chosen']} of "
+                         f"{len(shapes.get('candidates', []))} candidates{moved}")
+        rules = self.info.get("boundary_scores")
+        if isinstance(rules, dict) and "chosen" in rules:
+            lines.append(f"boundary chosen: '{rules['chosen']}' (border scores in "
+                         "info['boundary_scores'], about 1 for the rule that made b)")
+        return lines
 
     def _parameter_lines(self) -> list[str]:
         """``name = value ± stderr`` for scalar parameters, the shape for array ones."""
