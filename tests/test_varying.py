@@ -260,7 +260,8 @@ def test_fit_serialises(rng, tmp_path):
      r"with variation="),
     ({"variation": 1, "reg": "ridge"}, ValueError, r"reg='ridge' is not available"),
     ({"variation": 1, "nonneg": True}, ValueError, r"nonneg=True is not available"),
-    ({"variation": 1, "background": 0}, ValueError, r"background=0 is not available"),
+    ({"variation": 1, "background": -1}, ValueError, r"background=-1 must be None or a "
+     r"non-negative integer"),
     ({"variation": 1, "loss": "l1"}, ValueError, r"loss='l1' is not available"),
     ({"variation": 1, "method": "iterative"}, ValueError, r"method='iterative' is not "
      r"available with variation="),
@@ -339,3 +340,28 @@ def test_varying_statistics_of_large_images_are_summed_over_tiles(monkeypatch):
     np.testing.assert_allclose(tiled.gram, whole.gram, rtol=0, atol=1e-12 * scale)
     np.testing.assert_allclose(tiled.rhs, whole.rhs, rtol=0, atol=1e-12 * scale)
     assert tiled.n_used == whole.n_used
+
+
+@pytest.mark.parametrize("boundary", ["valid", "fill"])
+def test_varying_kernel_with_a_polynomial_background_is_exact(boundary):
+    """variation= with background=1: a linearly varying kernel plus a sky plane, noise-free,
+    NaN in a: both recovered to rounding (1e-9), the residual is 0 and the background is
+    reported like an invariant fit's."""
+    rng = np.random.default_rng(9)
+    a = rng.random((56, 50))
+    coefficients = np.zeros((3, 3, 3))
+    coefficients[0] = [[0.0, 0.2, 0.0], [0.1, 0.4, 0.1], [0.0, 0.2, 0.0]]
+    coefficients[1, 1, 1] = 0.15
+    coefficients[2, 0, 1] = -0.05
+    frame = (54, 48) if boundary == "valid" else a.shape
+    origin = (1, 1) if boundary == "valid" else (0, 0)
+    truth = kf.VaryingKernel(coefficients, 1, frame=frame, center=(1, 1), origin=origin)
+    y, x = np.mgrid[:frame[0], :frame[1]]
+    sky = 3.0 + 0.01 * x - 0.02 * y
+    b = kf.convolve(a, truth, boundary=boundary) + sky
+    a[5, 40] = np.nan
+    fit = kf.estimate(a, b, 3, boundary=boundary, variation=1, background=1)
+    np.testing.assert_allclose(fit.params["variation"], coefficients, atol=1e-9)
+    assert np.nanmax(np.abs(fit.residual)) < 1e-9
+    assert fit.info["background"]["degree"] == 1 and np.shape(fit.background) == (3,)
+    assert fit.n_used == np.count_nonzero(np.isfinite(fit.residual))

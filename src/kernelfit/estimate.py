@@ -175,8 +175,9 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         :mod:`kernelfit.variation`): a :class:`kernelfit.variation.VaryingKernelFit` whose
         ``kernel`` is the kernel at the centre of ``b``, ``kernel_at(y, x)`` the kernel at
         pixel ``(y, x)`` of ``b`` and ``params['variation']`` the ``(T, kh, kw)``
-        coefficients.  Free model, ``loss='l2'``, no ``reg``/``nonneg``/``normalize``/
-        ``background``, direct solver only; every ``b`` of a list must have one shape.
+        coefficients.  Free model, ``loss='l2'``, no ``reg``/``nonneg``/``normalize``,
+        direct solver only (``background=`` is fitted with it, as the astronomers' image
+        subtraction does); every ``b`` of a list must have one shape.
     **model_options
         Options of the structured and parametric models (see ``model``); ``tol``,
         ``maxiter`` of the free model's matrix-free path and robust fits; ``f_scale``,

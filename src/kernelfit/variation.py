@@ -33,6 +33,7 @@ Speed and accuracy against im2col and OIS: ``benchmarks/bench_varying.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from dataclasses import dataclass, field
 from math import comb
@@ -42,8 +43,10 @@ import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ._conventions import as_image, make_geometry, normalize_boundary, normalize_shape
+from .background import (BackgroundTerms, background_coefficients, background_image,
+                         background_terms, check_degree, fitted_background, profile_out)
 from .forward import convolve as convolve_plain
-from .forward import convolve_extended
+from .forward import ExtendedSpectrum, convolve_extended
 from .result import KernelFit
 from .solvers import solve_normal_equations
 from . import stats
@@ -59,7 +62,7 @@ _EXPLICIT_WORK_LIMIT = 3e7
 _CHUNK_BYTES = 32 * 2**20
 # Options of estimate() this path honours only at their defaults.
 _DEFAULTS = {"model": "free", "loss": "l2", "reg": None, "lam": "auto", "nonneg": False,
-             "normalize": None, "noise_std": None, "background": None}
+             "normalize": None, "noise_std": None}
 
 
 def check_variation(degree) -> int:
@@ -218,7 +221,9 @@ def estimate_varying(a, b, shape, *, variation, boundary="valid", center=None, m
     """``kf.estimate(..., variation=d)``: least squares for a polynomially varying kernel.
 
     Takes :func:`kernelfit.estimate`'s arguments; only the free model with ``loss='l2'``,
-    no regulariser, constraint or background and the direct solver are available.
+    no regulariser or constraint and the direct solver are available; ``background=d`` fits a
+    polynomial background per pair with the kernel (profiled out of the statistics, see
+    :func:`varying_background_terms`).
 
     Examples
     --------
@@ -235,6 +240,7 @@ def estimate_varying(a, b, shape, *, variation, boundary="valid", center=None, m
     # Channels are split off before this is called (kernelfit.channels).
     del channel_axis, shared_channels
     degree = check_variation(variation)
+    background = check_degree(options.pop("background", None))
     _refuse(options, method)
     if shape is None:
         raise ValueError("shape=None (chosen automatically) is not available with "
@@ -249,24 +255,41 @@ def estimate_varying(a, b, shape, *, variation, boundary="valid", center=None, m
     pairs = _prepare_pairs(a, b, shape, boundary=boundary, center=center, mask=mask,
                            saturation=saturation, saturation_a=saturation_a)
     frame = _common_frame(pairs, degree)
-    stats = sum(varying_statistics(pair, shape, degree, frame=frame) for pair in pairs)
+    parts, terms = [], []
+    for pair in pairs:
+        part = varying_statistics(pair, shape, degree, frame=frame)
+        if background is not None:
+            # The polynomial background of each pair is minimised out exactly, as for an
+            # invariant kernel (kernelfit.background), with the extended design's columns.
+            terms.append(varying_background_terms(pair, shape, degree, frame, background))
+            part = profile_out(part, terms[-1])
+        parts.append(part)
+    stats = sum(parts)
     solution = solve_normal_equations(stats)
     geometry = pairs[0].geometry
     varying = VaryingKernel(solution.kernel, degree, frame, geometry.center,
                             _output_origin(geometry.output_size, shape, geometry.center))
     single = _single(a)
-    residuals = _Residuals(pairs, varying, single)
+    fitted, background_info = (None, None) if not terms else \
+        fitted_background(terms, solution.kernel, single=single)
+    backgrounds = None if not terms else [
+        background_image(t, background_coefficients(t, solution.kernel), full=False)
+        for t in terms]
+    residuals = _Residuals(pairs, varying, single, backgrounds)
     noise, cov, stderr = _uncertainty(stats, solution, residuals)
     p = shape[0] * shape[1]
     info = {"n_pairs": len(pairs), "rcond": solution.rcond, "rank": solution.rank,
             "dof": solution.dof,
             "variation": {"degree": degree, "terms": term_names(degree), "frame": list(frame),
                           "origin": list(varying.origin), "stderr": stderr}}
+    if background_info is not None:
+        info["background"] = background_info
     fit = VaryingKernelFit(
         kernel=varying.coefficients[0].copy(), shape=shape, center=geometry.center,
         boundary=geometry.boundary, model="free", params={"variation": varying.coefficients},
         stderr=None if stderr is None else stderr[0], cov=None if cov is None else cov[:p, :p],
-        _residual=residuals, noise_std=noise, lam=None, n_used=stats.n_used,
+        background=fitted, _residual=residuals, noise_std=noise, lam=None,
+        n_used=getattr(stats, "n_pixels", stats.n_used),
         converged=solution.trusted, message=solution.message, method="normal-varying",
         info=info, varying=varying)
     return _annotate(pairs, fit)
@@ -348,6 +371,25 @@ def varying_statistics(pair, shape, degree, *, frame, method=None) -> Sufficient
     B = translation_matrix(shape, pair.geometry.center, powers, frame)
     return SufficientStatistics(B.T @ G @ B, B.T @ c, float(np.sum(pair.b_used ** 2)),
                                 pair.n_used, (len(powers), kh, kw))
+
+
+def varying_background_terms(pair, shape, degree, frame, background) -> BackgroundTerms:
+    """:func:`kernelfit.background.background_terms` for the extended design: ``XᵀWT`` has
+    one row per coefficient of every term ``k_t`` (``X_ext = X_T·B``, so it is
+    ``Bᵀ·X_TᵀWT``, ``X_TᵀWT`` the correlations of each channel ``m_t ⊙ P`` with ``W·T_s``)."""
+    plain = background_terms(pair, shape, background)
+    powers = monomial_powers(degree)
+    images = [plain.basis.image(s) if plain.weights is None
+              else plain.weights * plain.basis.image(s) for s in range(len(plain.basis))]
+    blocks = []
+    for channel in input_channels(pair, shape, powers, frame):
+        spectrum = ExtendedSpectrum(channel, shape)
+        # correlate_valid is in flipped order: flip back to convolution order.
+        blocks.append(np.stack([spectrum.correlate_valid(image)[::-1, ::-1].ravel()
+                                for image in images], axis=1))
+    cross = translation_matrix(shape, pair.geometry.center, powers, frame).T @ np.vstack(blocks)
+    return dataclasses.replace(plain, cross=cross,
+                               kernel_shape=(len(powers),) + tuple(shape))
 
 
 def input_channels(pair, shape, powers, frame, *, rows=slice(None),
@@ -505,14 +547,16 @@ def cross_gram(P1, P2, shape, *, core_lag_sums) -> np.ndarray:
 class _Residuals:
     """``b − Σ_t m_t ⊙ (a ⊛ k_t)`` per pair, NaN where unused; made on first access."""
 
-    def __init__(self, pairs, varying: VaryingKernel, single):
+    def __init__(self, pairs, varying: VaryingKernel, single, backgrounds=None):
         self._pairs, self._varying, self._single = pairs, varying, single
+        # The fitted background over each pair's used rectangle, or None.
+        self._backgrounds = backgrounds or [0.0] * len(pairs)
         self._images = None
 
     def __call__(self):
         if self._images is None:
-            self._images = [pair.embed(pair.b_used - self.prediction(pair))
-                            for pair in self._pairs]
+            self._images = [pair.embed(pair.b_used - self.prediction(pair) - background)
+                            for pair, background in zip(self._pairs, self._backgrounds)]
         return self._images[0] if self._single else self._images
 
     def prediction(self, pair) -> np.ndarray:
