@@ -114,6 +114,7 @@ import scipy.signal
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import ndtr
 
+from .background import fitted_background, profiled_statistics, residual_with_background
 from .design import PreparedPair
 from .forward import ExtendedSpectrum, convolve_extended
 from .models.fit_parametric import _density_at_zero
@@ -302,6 +303,100 @@ def fit_free_robust(pairs: list[PreparedPair], shape, *, loss, f_scale=None, cli
         lam=problem.lam if reg else None, n_used=design.n, converged=outcome.converged,
         message=message, method=_method_name(loss, clip, method), info=info,
     )
+
+
+def fit_clipped_with_background(pairs: list[PreparedPair], shape, *, clip, background,
+                                reg=None, lam=None, nonneg=False, normalize=None,
+                                single=True, maxiter=100) -> KernelFit:
+    """Sigma-clipping (``clip=``) with a polynomial background per pair (``background=``).
+
+    Every refit profiles the background out of the statistics of the pixels kept so far
+    (:func:`kernelfit.background.profiled_statistics` with 0/1 weights), so the kernel and
+    the backgrounds are the least-squares solution on them; the residuals that decide the
+    next kept set have the background subtracted.  Clipping and the noise level follow
+    :func:`fit_free_robust` (``clip`` robust standard deviations of all used residuals about
+    their median; the kept residuals' variance corrected for the truncation); standard errors
+    are those of least squares on the kept pixels.
+
+    Examples
+    --------
+    >>> import numpy as np, kernelfit as kf
+    >>> from kernelfit.design import prepare_pair
+    >>> rng = np.random.default_rng(0)
+    >>> a, k = rng.random((60, 60)), np.array([[0.1, 0.2], [0.3, 0.4]])
+    >>> b = kf.convolve(a, k, mode="valid") + 2.0 + 1e-3 * rng.standard_normal((59, 59))
+    >>> b[rng.random(b.shape) < 0.03] += 5.0                     # cosmic rays
+    >>> fit = fit_clipped_with_background([prepare_pair(a, b, 2, boundary="valid")], (2, 2),
+    ...                                   clip=3.0, background=0)
+    >>> bool(np.abs(fit.kernel - k).max() < 1e-3), round(float(fit.background[0]), 2)
+    (True, 2.0)
+    """
+    shape = tuple(int(s) for s in shape)
+    _check_options(shape, loss="l2", f_scale=None, clip=clip, method=None, reg=reg, lam=lam,
+                   nonneg=nonneg, normalize=normalize, maxiter=maxiter, tol=1e-9)
+    started = time.perf_counter()
+    problem = _Problem(penalty_matrix(reg, shape) if reg else None,
+                       float(lam) if reg else 0.0, bool(nonneg), normalize)
+    used = [np.ones(pair.b_used.shape, bool) if pair.use is None else pair.use
+            for pair in pairs]
+    kept, seen, converged = [u.copy() for u in used], [], False
+    for iteration in range(1, maxiter + 1):
+        stats, terms, spectra = profiled_statistics(
+            pairs, shape, background, weights=[k.astype(np.float64) for k in kept])
+        kernel_flat, _ = problem.solve(stats, problem.lam)
+        kernel = kernel_flat.reshape(shape)
+        residuals = [residual_with_background(pair, t, kernel, spectrum=sp)[pair.geometry.used]
+                     for pair, t, sp in zip(pairs, terms, spectra)]
+        everything = np.concatenate([r[u] for r, u in zip(residuals, used)])
+        sigma, centre = _robust_sigma(everything), float(np.median(everything))
+        with np.errstate(invalid="ignore"):   # unused pixels are NaN: never kept
+            new_kept = [u & (np.abs(r - centre) <= clip * sigma)
+                        for r, u in zip(residuals, used)]
+        if all(np.array_equal(n, k) for n, k in zip(new_kept, kept)) or any(
+                all(np.array_equal(n, o) for n, o in zip(new_kept, old)) for old in seen):
+            converged = True      # settled, or the kept sets cycle: keep the current fit
+            break
+        seen.append(kept)
+        kept = new_kept
+    n_kept = int(sum(k.sum() for k in kept))
+    m = stats.n_background
+    p = kernel.size
+    kept_residuals = np.concatenate([r[k] for r, k in zip(residuals, kept)])
+    note = ""
+    if n_kept <= p + m:
+        noise, cov, stderr = float("nan"), None, np.full(shape, np.nan)
+        note = f"only {n_kept} pixels kept for {p + m} coefficients: no standard errors"
+    else:
+        noise = float(np.sqrt(kept_residuals @ kept_residuals / (n_kept - p - m)
+                              / _truncated_variance(clip)))
+        cov, stderr = None, np.full(shape, np.nan)
+        if problem.plain:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")   # the solve below reports rank problems
+                cov_unscaled = solve_normal_equations(stats).cov_unscaled
+            if cov_unscaled is not None:
+                cov = noise ** 2 * cov_unscaled
+                stderr = np.sqrt(np.clip(np.diag(cov), 0, None)).reshape(shape)
+        else:
+            note = "standard errors are not computed for regularised or constrained robust fits"
+    message = "; ".join(filter(None, ["" if converged else (
+        f"sigma-clipping stopped at maxiter={maxiter} while the clipped set still changed: "
+        "raise maxiter"), note]))
+    fitted, background_info = fitted_background(terms, kernel, single=single)
+    weights = [pair.embed(k.astype(np.float64)) for pair, k in zip(pairs, kept)]
+    info = {"n_pairs": len(pairs), "loss": "l2", "clip": clip, "scale": sigma,
+            "iterations": iteration, "weights": weights[0] if single else weights,
+            "n_downweighted": int(sum(u.sum() for u in used)) - n_kept,
+            "n_clipped": int(sum(u.sum() for u in used)) - n_kept,
+            "background": background_info,
+            "seconds": {"total": time.perf_counter() - started}}
+    geometry = pairs[0].geometry
+    return KernelFit(
+        kernel=kernel, shape=shape, center=geometry.center, boundary=geometry.boundary,
+        model="free", params={}, stderr=stderr, cov=cov, background=fitted,
+        _residual=ResidualImages(pairs, spectra, kernel, single=single, backgrounds=terms),
+        noise_std=noise, lam=problem.lam if reg else None, n_used=stats.n_pixels,
+        converged=converged, message=message, method="sigma-clip", info=info)
 
 
 def _method_name(loss, clip, method):
