@@ -21,7 +21,7 @@ from .models.fit_parametric import fit_parametric
 from .models.parametric import MODEL_CLASSES, KernelModel, make_model
 from .regularisers import NONSMOOTH, QUADRATIC
 from .result import KernelFit, ResidualImages
-from .robust import fit_clipped_with_background, fit_free_robust
+from .robust import fit_free_robust, fit_robust_with_background
 from .solvers import RankDeficientWarning
 
 # Structured models: the fitting function and the estimate() options it takes (estimate's
@@ -160,7 +160,7 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         of the statistics exactly (:mod:`kernelfit.background`); ``fit.background`` holds
         ``β`` (a list for several pairs), ``fit.info['background']`` the same as monomials,
         and ``fit.residual`` has it subtracted.  Available for the free model's direct path
-        (also with sigma-clipping, ``clip=``, and with ``variation=``), the structured models
+        (also with ``clip=``, ``loss='huber'`` and ``variation=``), the structured models
         up to 64×64 and the parametric models with ``loss='l2'``.
     channel_axis : int, optional
         ``a`` and ``b`` carry channels on this axis (e.g. ``-1`` for ``(H, W, 3)`` colour
@@ -313,12 +313,11 @@ def _with_rounding(noise_std, pairs):
 def _fit_robust(pairs, shape, *, loss, reg, lam, nonneg, normalize, method, background,
                 options, single) -> KernelFit:
     """A free kernel under loss='huber'/'l1', method='lp' or sigma-clipping (clip=)."""
-    if background is not None and not (loss == "l2" and "clip" in options
-                                       and method != "lp"):
-        raise ValueError(f"background={background} is available with loss='l2' and with "
-                         f"sigma-clipping (clip=), not with loss={loss!r}"
+    if background is not None and (loss == "l1" or method == "lp"):
+        raise ValueError(f"background={background} is available with sigma-clipping (clip=) "
+                         f"and loss='huber', not with loss={loss!r}"
                          + (" and method='lp'" if method == "lp" else "")
-                         + "; subtract it first, or use clip=3.0")
+                         + "; subtract it first, or use loss='huber'")
     if method == "lp" and loss != "l1":
         raise ValueError(f"method='lp' is the exact L1 linear program: it needs loss='l1', "
                          f"not loss={loss!r}")
@@ -330,11 +329,10 @@ def _fit_robust(pairs, shape, *, loss, reg, lam, nonneg, normalize, method, back
         raise TypeError(f"a robust free fit does not take {unknown}; it takes "
                         f"{list(ROBUST_OPTIONS)}")
     if background is not None:
-        if "tol" in options or "f_scale" in options:
-            raise TypeError("sigma-clipping with a background takes clip= and maxiter=")
-        return fit_clipped_with_background(
-            pairs, shape, background=background, reg=reg, lam=None if reg is None else lam,
-            nonneg=bool(nonneg), normalize=normalize, single=single, **options)
+        return fit_robust_with_background(
+            pairs, shape, background=background, loss=loss, reg=reg,
+            lam=None if reg is None else lam, nonneg=bool(nonneg), normalize=normalize,
+            single=single, **options)
     return fit_free_robust(pairs, shape, loss=loss, method="lp" if method == "lp" else None,
                            reg=reg, lam=None if reg is None else lam, nonneg=bool(nonneg),
                            normalize=normalize, single=single, **options)

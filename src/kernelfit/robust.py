@@ -305,18 +305,29 @@ def fit_free_robust(pairs: list[PreparedPair], shape, *, loss, f_scale=None, cli
     )
 
 
-def fit_clipped_with_background(pairs: list[PreparedPair], shape, *, clip, background,
-                                reg=None, lam=None, nonneg=False, normalize=None,
-                                single=True, maxiter=100) -> KernelFit:
-    """Sigma-clipping (``clip=``) with a polynomial background per pair (``background=``).
+def fit_robust_with_background(pairs: list[PreparedPair], shape, *, background, loss="l2",
+                               clip=None, f_scale=None, reg=None, lam=None, nonneg=False,
+                               normalize=None, single=True, maxiter=100,
+                               tol=1e-7) -> KernelFit:
+    """Sigma-clipping (``clip=``) or Huber (``loss='huber'``) with a polynomial background
+    per pair (``background=`` its degree).
 
-    Every refit profiles the background out of the statistics of the pixels kept so far
-    (:func:`kernelfit.background.profiled_statistics` with 0/1 weights), so the kernel and
-    the backgrounds are the least-squares solution on them; the residuals that decide the
-    next kept set have the background subtracted.  Clipping and the noise level follow
-    :func:`fit_free_robust` (``clip`` robust standard deviations of all used residuals about
-    their median; the kept residuals' variance corrected for the truncation); standard errors
-    are those of least squares on the kept pixels.
+    Every weighted solve profiles the backgrounds out of the weighted statistics
+    (:func:`kernelfit.background.profiled_statistics`), so kernel and backgrounds are the
+    weighted least-squares solution, and the residuals that set the next weights have the
+    background subtracted.
+
+    * ``clip``: 0/1 weights, the pixels within ``clip`` robust standard deviations of the
+      median residual (as :func:`fit_free_robust`), until the kept set repeats.
+    * ``'huber'``: IRLS with weights ``min(1, f_scale/|r|)`` (a majorise-minimise step, so the
+      Huber objective never increases) until the kernel moves by less than ``tol``
+      (relative); the default ``f_scale`` is 1.345 robust standard deviations of the
+      residuals, re-estimated after each convergence until it settles within 2 % (at most 5
+      rounds).  ``'l1'`` is not available here.
+
+    Standard errors: least squares on the kept pixels (clipping, the kept residuals' variance
+    corrected for the truncation) or Huber's asymptotic formula, with the profiled Gram
+    matrix; not computed for regularised or constrained fits.
 
     Examples
     --------
@@ -326,77 +337,173 @@ def fit_clipped_with_background(pairs: list[PreparedPair], shape, *, clip, backg
     >>> a, k = rng.random((60, 60)), np.array([[0.1, 0.2], [0.3, 0.4]])
     >>> b = kf.convolve(a, k, mode="valid") + 2.0 + 1e-3 * rng.standard_normal((59, 59))
     >>> b[rng.random(b.shape) < 0.03] += 5.0                     # cosmic rays
-    >>> fit = fit_clipped_with_background([prepare_pair(a, b, 2, boundary="valid")], (2, 2),
-    ...                                   clip=3.0, background=0)
-    >>> bool(np.abs(fit.kernel - k).max() < 1e-3), round(float(fit.background[0]), 2)
-    (True, 2.0)
+    >>> pairs = [prepare_pair(a, b, 2, boundary="valid")]
+    >>> for options in (dict(clip=3.0), dict(loss="huber")):
+    ...     fit = fit_robust_with_background(pairs, (2, 2), background=0, **options)
+    ...     print(bool(np.abs(fit.kernel - k).max() < 1e-3), round(float(fit.background[0]), 2))
+    True 2.0
+    True 2.0
     """
     shape = tuple(int(s) for s in shape)
-    _check_options(shape, loss="l2", f_scale=None, clip=clip, method=None, reg=reg, lam=lam,
-                   nonneg=nonneg, normalize=normalize, maxiter=maxiter, tol=1e-9)
+    if loss == "l1":
+        raise ValueError("background= is available with clip= or loss='huber', not "
+                         "loss='l1'; subtract the background first, or use loss='huber'")
+    _check_options(shape, loss=loss, f_scale=f_scale, clip=clip, method=None, reg=reg,
+                   lam=lam, nonneg=nonneg, normalize=normalize, maxiter=maxiter, tol=tol)
     started = time.perf_counter()
-    problem = _Problem(penalty_matrix(reg, shape) if reg else None,
-                       float(lam) if reg else 0.0, bool(nonneg), normalize)
-    used = [np.ones(pair.b_used.shape, bool) if pair.use is None else pair.use
-            for pair in pairs]
-    kept, seen, converged = [u.copy() for u in used], [], False
-    for iteration in range(1, maxiter + 1):
-        stats, terms, spectra = profiled_statistics(
-            pairs, shape, background, weights=[k.astype(np.float64) for k in kept])
-        kernel_flat, _ = problem.solve(stats, problem.lam)
-        kernel = kernel_flat.reshape(shape)
-        residuals = [residual_with_background(pair, t, kernel, spectrum=sp)[pair.geometry.used]
-                     for pair, t, sp in zip(pairs, terms, spectra)]
-        everything = np.concatenate([r[u] for r, u in zip(residuals, used)])
-        sigma, centre = _robust_sigma(everything), float(np.median(everything))
-        with np.errstate(invalid="ignore"):   # unused pixels are NaN: never kept
-            new_kept = [u & (np.abs(r - centre) <= clip * sigma)
-                        for r, u in zip(residuals, used)]
-        if all(np.array_equal(n, k) for n, k in zip(new_kept, kept)) or any(
-                all(np.array_equal(n, o) for n, o in zip(new_kept, old)) for old in seen):
-            converged = True      # settled, or the kept sets cycle: keep the current fit
-            break
-        seen.append(kept)
-        kept = new_kept
-    n_kept = int(sum(k.sum() for k in kept))
-    m = stats.n_background
-    p = kernel.size
-    kept_residuals = np.concatenate([r[k] for r, k in zip(residuals, kept)])
-    note = ""
-    if n_kept <= p + m:
-        noise, cov, stderr = float("nan"), None, np.full(shape, np.nan)
-        note = f"only {n_kept} pixels kept for {p + m} coefficients: no standard errors"
+    fitter = _BackgroundFitter(pairs, shape, background,
+                               _Problem(penalty_matrix(reg, shape) if reg else None,
+                                        float(lam) if reg else 0.0, bool(nonneg), normalize))
+    if clip is not None:
+        state = fitter.clip(float(clip), maxiter)
     else:
-        noise = float(np.sqrt(kept_residuals @ kept_residuals / (n_kept - p - m)
-                              / _truncated_variance(clip)))
-        cov, stderr = None, np.full(shape, np.nan)
-        if problem.plain:
+        state = fitter.huber(f_scale, maxiter, tol)
+    state.info["seconds"] = {"total": time.perf_counter() - started}
+    return fitter.result(state, loss=loss, clip=clip, single=single)
+
+
+@dataclass
+class _BackgroundState:
+    kernel: np.ndarray
+    weights: list            # per pair, over the used rectangle (0 where unused)
+    residuals: list          # per pair, over the used rectangle (NaN where unused)
+    stats: object            # the profiled statistics of the last solve
+    terms: list
+    spectra: list
+    converged: bool
+    message: str
+    info: dict
+
+
+class _BackgroundFitter:
+    """Weighted solves with the backgrounds profiled out, for clipping and Huber."""
+
+    def __init__(self, pairs, shape, degree, problem):
+        self.pairs, self.shape, self.degree, self.problem = pairs, shape, degree, problem
+        self.used = [np.ones(pair.b_used.shape, bool) if pair.use is None else pair.use
+                     for pair in pairs]
+
+    def solve(self, weights):
+        """Kernel, residuals, profiled statistics, terms and spectra for these weights."""
+        stats, terms, spectra = profiled_statistics(self.pairs, self.shape, self.degree,
+                                                    weights=weights)
+        kernel = self.problem.solve(stats, self.problem.lam)[0].reshape(self.shape)
+        residuals = [residual_with_background(pair, t, kernel, spectrum=sp)[pair.geometry.used]
+                     for pair, t, sp in zip(self.pairs, terms, spectra)]
+        return kernel, residuals, stats, terms, spectra
+
+    def all_used(self, residuals) -> np.ndarray:
+        return np.concatenate([r[u] for r, u in zip(residuals, self.used)])
+
+    def clip(self, clip, maxiter):
+        kept, seen, converged = [u.copy() for u in self.used], [], False
+        for iteration in range(1, maxiter + 1):
+            solved = self.solve([k.astype(np.float64) for k in kept])
+            residuals = solved[1]
+            everything = self.all_used(residuals)
+            sigma, centre = _robust_sigma(everything), float(np.median(everything))
+            with np.errstate(invalid="ignore"):   # unused pixels are NaN: never kept
+                new_kept = [u & (np.abs(r - centre) <= clip * sigma)
+                            for r, u in zip(residuals, self.used)]
+            if _same_sets(new_kept, kept) or any(_same_sets(new_kept, old) for old in seen):
+                converged = True   # settled, or the kept sets cycle: keep the current fit
+                break
+            seen.append(kept)
+            kept = new_kept
+        message = "" if converged else (
+            f"sigma-clipping stopped at maxiter={maxiter} while the clipped set still "
+            "changed: raise maxiter")
+        n_clipped = int(sum(u.sum() - k.sum() for u, k in zip(self.used, kept)))
+        return _BackgroundState(solved[0], [k.astype(np.float64) for k in kept], residuals,
+                                *solved[2:], converged, message,
+                                {"iterations": iteration, "scale": sigma,
+                                 "n_clipped": n_clipped})
+
+    def huber(self, f_scale, maxiter, tol):
+        weights = [u.astype(np.float64) for u in self.used]
+        kernel, residuals = self.solve(weights)[:2]
+        scale = _robust_sigma(self.all_used(residuals))
+        total, converged = 0, False
+        for _ in range(1 if f_scale is not None else 5):
+            c = float(f_scale) if f_scale is not None else HUBER_C * scale
+            converged = False
+            for _ in range(maxiter):
+                total += 1
+                weights = [u * np.minimum(1.0, c / np.maximum(np.abs(np.nan_to_num(r)),
+                                                              np.finfo(float).tiny))
+                           for r, u in zip(residuals, self.used)]
+                solved = self.solve(weights)
+                change = _relative_change(solved[0].ravel(), kernel.ravel())
+                kernel, residuals = solved[:2]
+                if change <= tol:
+                    converged = True
+                    break
+            new_scale = _robust_sigma(self.all_used(residuals))
+            settled = abs(new_scale - scale) <= 0.02 * scale
+            scale = new_scale
+            if settled:
+                break
+        message = "" if converged else (
+            f"Huber IRLS stopped at maxiter={maxiter} before the kernel settled: raise "
+            "maxiter")
+        return _BackgroundState(kernel, weights, residuals, *solved[2:], converged, message,
+                                {"iterations": total, "scale": scale, "f_scale": c})
+
+    def result(self, state, *, loss, clip, single) -> KernelFit:
+        shape, p, m = self.shape, int(np.prod(self.shape)), state.stats.n_background
+        everything = self.all_used(state.residuals)
+        n = everything.size
+        noise, cov, stderr, note = float("nan"), None, np.full(shape, np.nan), ""
+        if clip is not None:
+            kept = np.concatenate([r[w > 0] for r, w in zip(state.residuals, state.weights)])
+            if kept.size > p + m:
+                noise = float(np.sqrt(kept @ kept / (kept.size - p - m)
+                                      / _truncated_variance(clip)))
+            scale2 = noise ** 2
+        else:
+            noise = _robust_sigma(everything)
+            c = state.info["f_scale"]
+            psi = np.clip(everything, -c, c)
+            inside = float(np.mean(np.abs(everything) <= c))
+            scale2 = (psi @ psi / (n - p - m)) / inside ** 2 if n > p + m and inside > 0 \
+                else float("nan")
+        if not self.problem.plain:
+            note = "standard errors are not computed for regularised or constrained robust fits"
+        elif np.isfinite(scale2):
+            # The Gram matrix of the used pixels (clipping: of the kept ones), background
+            # profiled out.
+            gram_weights = state.weights if clip is not None else \
+                [u.astype(np.float64) for u in self.used]
+            stats = profiled_statistics(self.pairs, shape, self.degree,
+                                        weights=gram_weights)[0]
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")   # the solve below reports rank problems
+                warnings.simplefilter("ignore")   # the solve reports rank problems itself
                 cov_unscaled = solve_normal_equations(stats).cov_unscaled
             if cov_unscaled is not None:
-                cov = noise ** 2 * cov_unscaled
+                cov = scale2 * cov_unscaled
                 stderr = np.sqrt(np.clip(np.diag(cov), 0, None)).reshape(shape)
-        else:
-            note = "standard errors are not computed for regularised or constrained robust fits"
-    message = "; ".join(filter(None, ["" if converged else (
-        f"sigma-clipping stopped at maxiter={maxiter} while the clipped set still changed: "
-        "raise maxiter"), note]))
-    fitted, background_info = fitted_background(terms, kernel, single=single)
-    weights = [pair.embed(k.astype(np.float64)) for pair, k in zip(pairs, kept)]
-    info = {"n_pairs": len(pairs), "loss": "l2", "clip": clip, "scale": sigma,
-            "iterations": iteration, "weights": weights[0] if single else weights,
-            "n_downweighted": int(sum(u.sum() for u in used)) - n_kept,
-            "n_clipped": int(sum(u.sum() for u in used)) - n_kept,
-            "background": background_info,
-            "seconds": {"total": time.perf_counter() - started}}
-    geometry = pairs[0].geometry
-    return KernelFit(
-        kernel=kernel, shape=shape, center=geometry.center, boundary=geometry.boundary,
-        model="free", params={}, stderr=stderr, cov=cov, background=fitted,
-        _residual=ResidualImages(pairs, spectra, kernel, single=single, backgrounds=terms),
-        noise_std=noise, lam=problem.lam if reg else None, n_used=stats.n_pixels,
-        converged=converged, message=message, method="sigma-clip", info=info)
+        fitted, background_info = fitted_background(state.terms, state.kernel, single=single)
+        weights = [pair.embed(w) for pair, w in zip(self.pairs, state.weights)]
+        info = dict(state.info, n_pairs=len(self.pairs), loss=loss, clip=clip,
+                    weights=weights[0] if single else weights,
+                    n_downweighted=int(sum(np.count_nonzero((w < 1) & u)
+                                           for w, u in zip(state.weights, self.used))),
+                    background=background_info)
+        geometry = self.pairs[0].geometry
+        return KernelFit(
+            kernel=state.kernel, shape=shape, center=geometry.center,
+            boundary=geometry.boundary, model="free", params={}, stderr=stderr, cov=cov,
+            background=fitted,
+            _residual=ResidualImages(self.pairs, state.spectra, state.kernel, single=single,
+                                     backgrounds=state.terms),
+            noise_std=noise, lam=self.problem.lam if self.problem.penalty is not None else None,
+            n_used=state.stats.n_pixels, converged=state.converged,
+            message="; ".join(filter(None, [state.message, note])),
+            method="sigma-clip" if clip is not None else f"irls-{loss}", info=info)
+
+
+def _same_sets(new, old) -> bool:
+    return all(np.array_equal(n, o) for n, o in zip(new, old))
 
 
 def _method_name(loss, clip, method):
