@@ -56,6 +56,14 @@ Losses
     (``σ̂ = 1.4826·MAD`` of all used residuals), refit on the others, until the set of
     dropped pixels repeats.
 
+With a background
+-----------------
+``background=d`` (a polynomial per pair, as in :mod:`kernelfit.background`) works with
+``clip`` and ``loss='huber'``: :func:`fit_robust_with_background` profiles the backgrounds out
+of the weighted statistics at every reweighting, so each step is the exact weighted
+least-squares kernel and background; Huber there uses plain IRLS steps (no Newton step, no
+downdating).  The L1 loss and ``method='lp'`` do not take a background.
+
 Cost of the weighted statistics
 -------------------------------
 IRLS needs ``G_w = XᵀWX`` for general weights, which rules out the FFT path of
