@@ -86,6 +86,7 @@ import scipy.sparse.linalg
 
 from .design import PreparedPair
 from .forward import ExtendedSpectrum
+from .free import free_kernel_fit
 from .result import KernelFit, ResidualImages
 from .stats import statistics
 
@@ -583,7 +584,7 @@ def fit_fourier(pairs: list[PreparedPair], shape, *, single, noise_std=None, edg
             "seconds": {"total": time.perf_counter() - started}}
     if selection is not None:
         info["threshold_selection"] = selection
-    return _fit(pairs, kernel, method="fourier", residuals=residuals, noise=noise,
+    return free_kernel_fit(pairs, kernel, method="fourier", residuals=residuals, noise=noise,
                 stderr=stderr, cov=cov, lam=None, n_used=n_used, converged=bool(converged),
                 message="; ".join(messages), info=info)
 
@@ -757,7 +758,7 @@ def fit_wiener(pairs: list[PreparedPair], shape, *, single, eps="auto", edges="a
         info["eps_selection"] = {"criterion": "gcv", "eps": selection["eps"],
                                  "scores": selection["gcv"], "edf": selection["edf"],
                                  "message": selection["message"]}
-    return _fit(pairs, kernel, method="wiener", residuals=residuals, noise=noise,
+    return free_kernel_fit(pairs, kernel, method="wiener", residuals=residuals, noise=noise,
                 stderr=stderr, cov=cov, lam=chosen["eps"], n_used=n_used,
                 converged=bool(settled), message="; ".join(messages), info=info)
 
@@ -868,7 +869,7 @@ def fit_richardson_lucy(pairs: list[PreparedPair], shape, *, single, noise_std=N
                    "a is zero under every used pixel: the kernel is not determined")
         info.update(iterations=0, cycles=0)
         residuals = ResidualImages(pairs, None, kernel, single=single)
-        return _fit(pairs, kernel, method="richardson-lucy", residuals=residuals,
+        return free_kernel_fit(pairs, kernel, method="richardson-lucy", residuals=residuals,
                     noise=_noise_std(residuals, n_used, p), stderr=None, cov=None, lam=None,
                     n_used=n_used, converged=flux == 0, message=message, info=info)
     undetermined = denominator <= 0
@@ -959,7 +960,7 @@ def fit_richardson_lucy(pairs: list[PreparedPair], shape, *, single, noise_std=N
                                   "resolution, or below the objective's rounding",
                           "tol": tol, **(checks[-1] if checks else {})},
                 objective=value, seconds={"total": time.perf_counter() - started})
-    return _fit(pairs, kernel, method="richardson-lucy", residuals=residuals,
+    return free_kernel_fit(pairs, kernel, method="richardson-lucy", residuals=residuals,
                 noise=_noise_std(residuals, n_used, p), stderr=None, cov=None, lam=None,
                 n_used=n_used, converged=converged and not undetermined.any(),
                 message=message, info=info)
@@ -1038,14 +1039,3 @@ def _noise_std(residuals: ResidualImages, n_used, p) -> float:
     if n_used <= p:
         return float("nan")
     return float(np.sqrt(residuals.sum_of_squares() / (n_used - p)))
-
-
-def _fit(pairs, kernel, *, method, residuals, noise, stderr, cov, lam, n_used, converged,
-         message, info) -> KernelFit:
-    geometry = pairs[0].geometry
-    return KernelFit(
-        kernel=kernel, shape=kernel.shape, center=geometry.center,
-        boundary=geometry.boundary, model="free", params={}, stderr=stderr, cov=cov,
-        background=None, _residual=residuals, noise_std=noise, lam=lam, n_used=n_used,
-        converged=converged, message=message, method=method, info=info,
-    )

@@ -101,12 +101,27 @@ def _convolve_tiled(extended, kernel):
     kh, kw = kernel.shape
     H, W = extended.shape[0] - kh + 1, extended.shape[1] - kw + 1
     out = np.empty((H, W), dtype=np.result_type(extended.dtype, kernel.dtype))
-    for y0 in range(0, H, _TILE_SIDE):
-        for x0 in range(0, W, _TILE_SIDE):
-            y1, x1 = min(y0 + _TILE_SIDE, H), min(x0 + _TILE_SIDE, W)
-            out[y0:y1, x0:x1] = scipy.signal.fftconvolve(
-                extended[y0:y1 + kh - 1, x0:x1 + kw - 1], kernel, mode="valid")
+    for rows, cols in tile_slices((H, W), _TILE_SIDE):
+        out[rows, cols] = scipy.signal.fftconvolve(
+            extended[rows.start:rows.stop + kh - 1, cols.start:cols.stop + kw - 1], kernel,
+            mode="valid")
     return out
+
+
+def tile_slices(shape, side) -> list[tuple[slice, slice]]:
+    """``(rows, cols)`` slices cutting an array of ``shape`` into near-equal tiles of at most
+    ``side`` × ``side`` (the tiles of a large image's output; each reads its footprint).
+
+    Examples
+    --------
+    >>> [(r.start, r.stop, c.start, c.stop) for r, c in tile_slices((5, 3), 3)]
+    [(0, 2, 0, 3), (2, 5, 0, 3)]
+    """
+    edges = [np.linspace(0, n, -(-n // side) + 1).round().astype(int).tolist()
+             for n in shape]
+    return [(slice(y0, y1), slice(x0, x1))
+            for y0, y1 in zip(edges[0][:-1], edges[0][1:])
+            for x0, x1 in zip(edges[1][:-1], edges[1][1:])]
 
 
 class KernelOperator:

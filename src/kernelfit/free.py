@@ -91,7 +91,7 @@ def fit_free_direct(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, norma
     if terms is not None:
         fitted, info["background"] = fitted_background(terms, kernel, single=single)
     info["seconds"] = {"statistics": t_stats - started, "total": time.perf_counter() - started}
-    return _free_fit(pairs, kernel, stderr=stderr, cov=cov, residuals=residuals, noise=noise,
+    return free_kernel_fit(pairs, kernel, stderr=stderr, cov=cov, residuals=residuals, noise=noise,
                      lam=lam, n_used=getattr(stats, "n_pixels", stats.n_used),
                      converged=trusted, message=message, method="normal", info=info,
                      background=fitted)
@@ -228,15 +228,17 @@ def fit_free_iterative(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, no
                     "effective number of parameters)")
     message += "; standard errors are not computed on the matrix-free path"
     info["seconds"] = {"total": time.perf_counter() - started}
-    return _free_fit(pairs, kernel, stderr=None, cov=None,
+    return free_kernel_fit(pairs, kernel, stderr=None, cov=None,
                      residuals=ResidualImages(pairs, None, kernel, single=single),
                      noise=noise, lam=lam if reg is not None else None, n_used=op.n_used,
                      converged=solution.converged, message=message, method="iterative",
                      info=info)
 
 
-def _free_fit(pairs, kernel, *, stderr, cov, residuals, noise, lam, n_used, converged,
-              message, method, info, background=None) -> KernelFit:
+def free_kernel_fit(pairs, kernel, *, stderr, cov, residuals, noise, lam, n_used, converged,
+                    message, method, info, background=None) -> KernelFit:
+    """The :class:`KernelFit` of a free kernel fitted on ``pairs`` (geometry from the first),
+    whichever solver found it (direct, matrix-free, robust, classic)."""
     geometry = pairs[0].geometry
     return KernelFit(
         kernel=kernel, shape=kernel.shape, center=geometry.center,
@@ -283,9 +285,14 @@ def _masks_favour_matrix_free(pairs, shape) -> bool:
     :func:`kernelfit.solvers.weighted.matrix_free_pays`)."""
     if all(pair.use is None for pair in pairs):
         return False
-    weights = [np.ones(pair.b_used.shape) if pair.use is None else _weights(pair)
-               for pair in pairs]
-    return matrix_free_pays(weights, [pair.extended.shape for pair in pairs], shape)
+    return matrix_free_pays(_mask_weights(pairs), [pair.extended.shape for pair in pairs],
+                            shape)
+
+
+def _mask_weights(pairs) -> list:
+    """Every pair's 0/1 weights over its used rectangle (all 1 where nothing is masked)."""
+    return [np.ones(pair.b_used.shape) if pair.use is None else _weights(pair)
+            for pair in pairs]
 
 
 def _fit_masked_matrix_free(pairs, shape, spectra, *, single, started) -> KernelFit:
@@ -296,10 +303,9 @@ def _fit_masked_matrix_free(pairs, shape, spectra, *, single, started) -> Kernel
     about ``√(2/s)`` relative (``s`` ≥ 120,000 pixels: under 1 %).
     """
     spectra = [sp or ExtendedSpectrum(pair.extended, shape) for pair, sp in zip(pairs, spectra)]
-    weights = [np.ones(pair.b_used.shape) if pair.use is None else _weights(pair)
-               for pair in pairs]
     solution = solve_weighted([pair.extended for pair in pairs],
-                              [pair.b_used for pair in pairs], shape, weights, spectrum=spectra)
+                              [pair.b_used for pair in pairs], shape, _mask_weights(pairs),
+                              spectrum=spectra)
     residuals = ResidualImages(pairs, spectra, solution.kernel, single=single)
     p = shape[0] * shape[1]
     message = solution.message
@@ -315,7 +321,7 @@ def _fit_masked_matrix_free(pairs, shape, spectra, *, single, started) -> Kernel
             "history": solution.residual_norms, "solver": "weighted-cg",
             "preconditioner": solution.gram_estimate_kind,
             "seconds": {"total": time.perf_counter() - started}}
-    return _free_fit(pairs, solution.kernel, stderr=stderr, cov=cov, residuals=residuals,
+    return free_kernel_fit(pairs, solution.kernel, stderr=stderr, cov=cov, residuals=residuals,
                      noise=noise, lam=None, n_used=solution.n_used,
                      converged=solution.converged, message=message, method="weighted-cg",
                      info=info)

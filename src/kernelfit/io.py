@@ -555,6 +555,19 @@ def check_output_path(path, kind="image") -> Path:
             f"{ext or '(no extension)'!r}; "
             f"use one of {', '.join(allowed)}"
         )
+    return check_writable(path)
+
+
+def check_writable(path) -> Path:
+    """``path`` as a Path, if a file can be created there (any extension); else ValueError:
+    a directory that does not exist or that the user may not write to, or a directory path.
+
+    Examples
+    --------
+    >>> check_writable("notes.txt").name
+    'notes.txt'
+    """
+    path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise ValueError(f"{path}: cannot write, directory {directory} does not exist")

@@ -43,7 +43,7 @@ import numpy as np
 
 from ._conventions import as_image, make_geometry, output_size_of
 from .forward import convolve_extended
-from .io import atomic_output
+from .io import atomic_output, check_writable
 
 __all__ = ["write_report", "render_report", "render_channel_report", "compact_html",
            "check_report_path"]
@@ -86,20 +86,11 @@ def check_report_path(path) -> Path:
     ...
     ValueError: report.png: a report is written as HTML; use a path ending in .html or .htm
     """
-    import os
-
     path = Path(path)
     if path.suffix.lower() not in REPORT_EXTENSIONS:
         raise ValueError(
             f"{path}: a report is written as HTML; use a path ending in .html or .htm")
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise ValueError(f"{path}: cannot write, directory {directory} does not exist")
-    if path.is_dir():
-        raise ValueError(f"{path}: cannot write, it is a directory")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise ValueError(f"{path}: cannot write, directory {directory} is not writable")
-    return path
+    return check_writable(path)
 
 
 def require_matplotlib() -> None:

@@ -125,6 +125,7 @@ from scipy.special import ndtr
 from .background import fitted_background, profiled_statistics, residual_with_background
 from .design import PreparedPair
 from .forward import ExtendedSpectrum, convolve_extended
+from .free import free_kernel_fit
 from .models.fit_parametric import _density_at_zero
 from .regularisers import QUADRATIC, penalty_matrix
 from .result import KernelFit, ResidualImages
@@ -302,15 +303,12 @@ def fit_free_robust(pairs: list[PreparedPair], shape, *, loss, f_scale=None, cli
     }
     info.update(outcome.info)
     info["seconds"] = {"statistics": t_stats - started, "total": time.perf_counter() - started}
-    geometry = pairs[0].geometry
     spectra = [design.spectrum(j) for j in range(len(pairs))]
-    return KernelFit(
-        kernel=kernel, shape=kernel.shape, center=geometry.center, boundary=geometry.boundary,
-        model="free", params={}, stderr=stderr, cov=cov, background=None,
-        _residual=ResidualImages(pairs, spectra, kernel, single=single), noise_std=noise,
+    return free_kernel_fit(
+        pairs, kernel, stderr=stderr, cov=cov,
+        residuals=ResidualImages(pairs, spectra, kernel, single=single), noise=noise,
         lam=problem.lam if reg else None, n_used=design.n, converged=outcome.converged,
-        message=message, method=_method_name(loss, clip, method), info=info,
-    )
+        message=message, method=_method_name(loss, clip, method), info=info)
 
 
 def fit_robust_with_background(pairs: list[PreparedPair], shape, *, background, loss="l2",
@@ -381,6 +379,13 @@ class _BackgroundState:
     converged: bool
     message: str
     info: dict
+    # The statistics whose Gram matrix gives the standard errors: the kept pixels' (those of
+    # the last solve) for clipping, every used pixel's, unweighted, for Huber.
+    gram_stats: object = None
+
+    def __post_init__(self):
+        if self.gram_stats is None:
+            self.gram_stats = self.stats
 
 
 class _BackgroundFitter:
@@ -429,7 +434,7 @@ class _BackgroundFitter:
 
     def huber(self, f_scale, maxiter, tol):
         weights = [u.astype(np.float64) for u in self.used]
-        kernel, residuals = self.solve(weights)[:2]
+        kernel, residuals, unweighted = self.solve(weights)[:3]
         scale = _robust_sigma(self.all_used(residuals))
         total, converged = 0, False
         for _ in range(1 if f_scale is not None else 5):
@@ -455,7 +460,8 @@ class _BackgroundFitter:
             f"Huber IRLS stopped at maxiter={maxiter} before the kernel settled: raise "
             "maxiter")
         return _BackgroundState(kernel, weights, residuals, *solved[2:], converged, message,
-                                {"iterations": total, "scale": scale, "f_scale": c})
+                                {"iterations": total, "scale": scale, "f_scale": c},
+                                gram_stats=unweighted)
 
     def result(self, state, *, loss, clip, single) -> KernelFit:
         shape, p, m = self.shape, int(np.prod(self.shape)), state.stats.n_background
@@ -480,13 +486,9 @@ class _BackgroundFitter:
         elif np.isfinite(scale2):
             # The Gram matrix of the used pixels (clipping: of the kept ones), background
             # profiled out.
-            gram_weights = state.weights if clip is not None else \
-                [u.astype(np.float64) for u in self.used]
-            stats = profiled_statistics(self.pairs, shape, self.degree,
-                                        weights=gram_weights)[0]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")   # the solve reports rank problems itself
-                cov_unscaled = solve_normal_equations(stats).cov_unscaled
+                cov_unscaled = solve_normal_equations(state.gram_stats).cov_unscaled
             if cov_unscaled is not None:
                 cov = scale2 * cov_unscaled
                 stderr = np.sqrt(np.clip(np.diag(cov), 0, None)).reshape(shape)
@@ -497,14 +499,11 @@ class _BackgroundFitter:
                     n_downweighted=int(sum(np.count_nonzero((w < 1) & u)
                                            for w, u in zip(state.weights, self.used))),
                     background=background_info)
-        geometry = self.pairs[0].geometry
-        return KernelFit(
-            kernel=state.kernel, shape=shape, center=geometry.center,
-            boundary=geometry.boundary, model="free", params={}, stderr=stderr, cov=cov,
-            background=fitted,
-            _residual=ResidualImages(self.pairs, state.spectra, state.kernel, single=single,
+        return free_kernel_fit(
+            self.pairs, state.kernel, stderr=stderr, cov=cov, background=fitted,
+            residuals=ResidualImages(self.pairs, state.spectra, state.kernel, single=single,
                                      backgrounds=state.terms),
-            noise_std=noise, lam=self.problem.lam if self.problem.penalty is not None else None,
+            noise=noise, lam=self.problem.lam if self.problem.penalty is not None else None,
             n_used=state.stats.n_pixels, converged=state.converged,
             message="; ".join(filter(None, [state.message, note])),
             method="sigma-clip" if clip is not None else f"irls-{loss}", info=info)

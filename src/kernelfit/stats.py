@@ -27,7 +27,7 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .forward import ExtendedSpectrum
+from .forward import ExtendedSpectrum, tile_slices
 
 # im2col chunks are kept to about this many bytes, so that memory stays bounded.
 _CHUNK_BYTES = 32 * 2**20
@@ -174,21 +174,13 @@ def tiles_pay(image_shape, shape) -> bool:
     return n_out > TILED_ABOVE
 
 
-def _tile_edges(n):
-    """Cut ``n`` output rows (or columns) into near-equal pieces of at most TILE_SIDE."""
-    pieces = -(-n // TILE_SIDE)
-    return np.linspace(0, n, pieces + 1).round().astype(int)
-
-
 def _tiled_statistics(P, b, shape) -> SufficientStatistics:
     kh, kw = shape
-    ys, xs = _tile_edges(b.shape[0]), _tile_edges(b.shape[1])
     total = None
-    for y0, y1 in zip(ys[:-1], ys[1:]):
-        for x0, x1 in zip(xs[:-1], xs[1:]):
-            part = statistics(P[y0:y1 + kh - 1, x0:x1 + kw - 1], b[y0:y1, x0:x1], shape,
-                              method="fft")
-            total = part if total is None else total + part
+    for rows, cols in tile_slices(b.shape, TILE_SIDE):
+        part = statistics(P[rows.start:rows.stop + kh - 1, cols.start:cols.stop + kw - 1],
+                          b[rows, cols], shape, method="fft")
+        total = part if total is None else total + part
     return total
 
 

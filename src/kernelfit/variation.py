@@ -46,7 +46,7 @@ from ._conventions import as_image, make_geometry, normalize_boundary, normalize
 from .background import (BackgroundTerms, background_coefficients, background_image,
                          background_terms, check_degree, fitted_background, profile_out)
 from .forward import convolve as convolve_plain
-from .forward import ExtendedSpectrum, convolve_extended
+from .forward import ExtendedSpectrum, convolve_extended, tile_slices
 from .result import KernelFit
 from .solvers import solve_normal_equations
 from . import stats
@@ -381,8 +381,9 @@ def varying_background_terms(pair, shape, degree, frame, background) -> Backgrou
     powers = monomial_powers(degree)
     images = [plain.basis.image(s) if plain.weights is None
               else plain.weights * plain.basis.image(s) for s in range(len(plain.basis))]
-    blocks = []
-    for channel in input_channels(pair, shape, powers, frame):
+    # The constant term's channel is P itself, whose correlations background_terms made.
+    blocks = [plain.cross]
+    for channel in input_channels(pair, shape, powers[1:], frame):
         spectrum = ExtendedSpectrum(channel, shape)
         # correlate_valid is in flipped order: flip back to convolution order.
         blocks.append(np.stack([spectrum.correlate_valid(image)[::-1, ::-1].ravel()
@@ -419,10 +420,7 @@ def _tiles(b_shape, shape):
     :mod:`kernelfit.stats`), else the whole rectangle."""
     if b_shape[0] * b_shape[1] <= stats.TILED_ABOVE:
         return [(slice(0, b_shape[0]), slice(0, b_shape[1]))]
-    edges = [stats._tile_edges(n) for n in b_shape]
-    return [(slice(y0, y1), slice(x0, x1))
-            for y0, y1 in zip(edges[0][:-1], edges[0][1:])
-            for x0, x1 in zip(edges[1][:-1], edges[1][1:])]
+    return tile_slices(b_shape, stats.TILE_SIDE)
 
 
 def translation_matrix(shape, center, powers, frame) -> np.ndarray:
