@@ -52,10 +52,10 @@ import scipy.ndimage as ndi
 import scipy.optimize
 
 import kernelfit
-from kernelfit.design import prepare_pair
+from kernelfit.core.design import prepare_pair
 from kernelfit.models.fit_parametric import fit_parametric
 from kernelfit.models.parametric import Gaussian
-from kernelfit.stats import statistics
+from kernelfit.stats.compute import statistics
 
 TRUNCATE = 4.0
 

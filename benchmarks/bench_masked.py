@@ -36,11 +36,11 @@ import numpy as np
 import scipy
 
 import kernelfit as kf
-from kernelfit.design import prepare_pair
-from kernelfit.forward import ExtendedSpectrum
-from kernelfit.solvers import solve_normal_equations
-from kernelfit.solvers.weighted import plan_statistics
-from kernelfit.stats import statistics
+from kernelfit.core.design import prepare_pair
+from kernelfit.core.forward import ExtendedSpectrum
+from kernelfit.solvers.direct import solve_normal_equations
+from kernelfit.stats.weighted import plan_statistics
+from kernelfit.stats.compute import statistics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_free_kernel import make_inputs, rel_err, source_fingerprint  # noqa: E402

@@ -30,9 +30,9 @@ import scipy.optimize
 import kernelfit as kf
 from kernelfit.demo import seed000_data
 from kernelfit.models.parametric import make_model
-from kernelfit.regularisers import penalty_matrix
-from kernelfit.select import RegularisationPath
-from kernelfit.stats import statistics
+from kernelfit.solvers.regularisers import penalty_matrix
+from kernelfit.select.direct import RegularisationPath
+from kernelfit.stats.compute import statistics
 
 
 def rel_err(estimate, truth):
@@ -86,7 +86,7 @@ def part_seed000(seeds=(0, 1, 2)):
 
 def _has_matrix_free_path() -> bool:
     try:
-        from kernelfit.free import fit_free_iterative  # noqa: F401
+        from kernelfit.fit.free import fit_free_iterative  # noqa: F401
     except ImportError:
         return False
     return True
@@ -219,7 +219,7 @@ def part_crossover(sizes=(21, 31, 41, 51, 64, 75)):
     # Unregularised 64² and 75² kernels on a 512² photo are rightly called poorly determined;
     # this part times the solvers, so the advice is not printed.
     warnings.simplefilter("ignore", kf.IdentifiabilityWarning)
-    from kernelfit.free import MAX_DIRECT_UNKNOWNS
+    from kernelfit.fit.free import MAX_DIRECT_UNKNOWNS
     from skimage import data
 
     print("4. Direct vs matrix-free, unregularised free kernel: camera 512², 'valid', "

@@ -58,7 +58,7 @@ import scipy.signal  # noqa: E402
 
 import kernelfit as kf  # noqa: E402
 from kernelfit.models.parametric import make_model  # noqa: E402
-from kernelfit.tiles import estimate_tiled  # noqa: E402
+from kernelfit.front.tiled import estimate_tiled  # noqa: E402
 
 NOISE = 0.01
 
@@ -126,7 +126,7 @@ def part_dask(args):
     import dask.array as da
     from distributed import Client, LocalCluster
 
-    from kernelfit import distributed as kd
+    from kernelfit.front import distributed as kd
 
     workdir = tempfile.mkdtemp(prefix="kernelfit-bench-", dir="/tmp")
     try:

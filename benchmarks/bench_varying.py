@@ -41,8 +41,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 import kernelfit as kf
-from kernelfit.design import prepare_pair
-from kernelfit.variation import varying_statistics
+from kernelfit.core.design import prepare_pair
+from kernelfit.stats.varying import varying_statistics
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_free_kernel import photo_mosaic  # noqa: E402

@@ -10,7 +10,8 @@ import pytest
 from scipy import ndimage
 
 import kernelfit as kf
-from kernelfit import auto, cli
+from kernelfit.front import auto
+from kernelfit import cli
 from kernelfit.demo import EDITOR_MATRIX
 
 RULES = ("fill", "wrap", "reflect", "nearest", "mirror")

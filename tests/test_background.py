@@ -13,15 +13,11 @@ import pytest
 import kernelfit as kf
 from numpy.lib.stride_tricks import sliding_window_view
 
-from kernelfit.background import (
-    BackgroundBasis, ProfiledStatistics, background_coefficients, background_image,
-    background_terms, check_degree, profile_out, profiled_statistics, project_out,
-    residual_with_background,
-)
-from kernelfit.design import prepare_pair
-from kernelfit.forward import convolve
-from kernelfit.solvers import solve_normal_equations
-from kernelfit.stats import statistics
+from kernelfit.stats.background import BackgroundBasis, ProfiledStatistics, background_coefficients, background_image, background_terms, check_degree, profile_out, profiled_statistics, project_out, residual_with_background
+from kernelfit.core.design import prepare_pair
+from kernelfit.core.forward import convolve
+from kernelfit.solvers.direct import solve_normal_equations
+from kernelfit.stats.compute import statistics
 
 
 def _monomial_background(shape, coefficients):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import kernelfit as kf
-from kernelfit import cli, io
-from kernelfit.channels import ChannelFits
+from kernelfit import cli
+from kernelfit.io import files as io
+from kernelfit.fit.channels import ChannelFits
 
 
 @pytest.fixture

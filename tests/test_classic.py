@@ -5,9 +5,9 @@ import pytest
 from skimage.data import camera
 
 import kernelfit as kf
-from kernelfit import classic
+from kernelfit.fit import classic
 from kernelfit.demo import EDITOR_MATRIX, fourier_ratio_kernel
-from kernelfit.design import prepare_pair
+from kernelfit.core.design import prepare_pair
 
 TRUE_EDITOR = EDITOR_MATRIX / EDITOR_MATRIX.sum()
 
@@ -302,7 +302,7 @@ def test_fit_classic_dispatches_and_returns_normal_fits():
 def test_estimate_method_runs_the_classic_fit(method):
     """kf.estimate(method=...) is classic.fit_classic on the same prepared pair, plus the
     used-pixel map."""
-    from kernelfit.design import prepare_pair
+    from kernelfit.core.design import prepare_pair
 
     rng = np.random.default_rng(7)
     a = rng.random((48, 48))

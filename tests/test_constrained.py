@@ -9,10 +9,11 @@ import scipy.optimize
 import scipy.sparse as sp
 from numpy.lib.stride_tricks import sliding_window_view
 
-from kernelfit.forward import convolve
-from kernelfit.regularisers import operator, penalty_matrix
+from kernelfit.core.forward import convolve
+from kernelfit.solvers.regularisers import operator, penalty_matrix
 from kernelfit.solvers.constrained import ConstrainedSolution, solve_quadratic
-from kernelfit.stats import SufficientStatistics, statistics
+from kernelfit.stats.gram import SufficientStatistics
+from kernelfit.stats.compute import statistics
 
 
 def im2col(a, shape):

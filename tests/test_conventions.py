@@ -6,8 +6,7 @@ import scipy.ndimage
 import scipy.signal
 
 import kernelfit as kf
-from kernelfit._conventions import (as_image, make_geometry, normalize_boundary,
-                                    normalize_center, normalize_shape, output_size_of)
+from kernelfit.core.conventions import as_image, make_geometry, normalize_boundary, normalize_center, normalize_shape, output_size_of
 
 KERNEL_SHAPES = [(1, 1), (3, 3), (4, 6), (5, 4), (2, 2)]
 # Forward-model agreement: both sides sum the same ≤ 30 products in float64, so the

@@ -5,9 +5,9 @@ import pytest
 from skimage.data import camera
 
 import kernelfit as kf
-from kernelfit.defects import detect_saturation, quantisation_variance
-from kernelfit.design import prepare_pair
-from kernelfit.free import fit_free_direct
+from kernelfit.core.defects import detect_saturation, quantisation_variance
+from kernelfit.core.design import prepare_pair
+from kernelfit.fit.free import fit_free_direct
 
 
 def _photo():

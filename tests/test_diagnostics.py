@@ -9,11 +9,10 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 import kernelfit as kf
-from kernelfit.design import prepare_pair
-from kernelfit.diagnostics import (MAX_EIGEN_UNKNOWNS, gram_condition, identifiability,
-                                   spectral_power)
+from kernelfit.core.design import prepare_pair
+from kernelfit.core.diagnostics import MAX_EIGEN_UNKNOWNS, gram_condition, identifiability, spectral_power
 from kernelfit.models.parametric import Gaussian
-from kernelfit.regularisers import penalty_matrix
+from kernelfit.solvers.regularisers import penalty_matrix
 
 N = 64
 KERNEL = Gaussian().evaluate([1.0], (5, 5))

@@ -10,7 +10,7 @@ import tifffile
 
 import kernelfit as kf
 from kernelfit import cli
-from kernelfit import distributed as kd
+from kernelfit.front import distributed as kd
 
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
@@ -114,7 +114,7 @@ def test_lazy_files_are_read_by_the_workers(client, tmp_path):
     a, b = noisy_pair(6, (150, 170), (3, 5), "mirror")
     tifffile.imwrite(tmp_path / "a.tif", a)
     np.save(tmp_path / "b.npy", b)
-    from kernelfit.tiles import open_lazy
+    from kernelfit.io.lazy import open_lazy
 
     fit = kd.estimate(open_lazy(tmp_path / "a.tif"), open_lazy(tmp_path / "b.npy"), (3, 5),
                       boundary="mirror", client=client, tile=64)
@@ -157,7 +157,7 @@ def test_errors_name_the_option(client):
 def test_core_imports_without_dask():
     # Importing kernelfit (and its Dask front door) must not import Dask: the core runs
     # where Dask is not installed.
-    code = ("import sys, kernelfit, kernelfit.distributed, kernelfit.cli; "
+    code = ("import sys, kernelfit, kernelfit.front.distributed, kernelfit.cli; "
             "import numpy as np; kernelfit.estimate(np.eye(9), np.eye(9), 3); "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed',"
             " 'zarr')], 'dask imported'")

@@ -90,7 +90,7 @@ def test_cramer_rao_efficiency_and_calibrated_stderr():
 
 @pytest.mark.parametrize("reg", ["ridge", "gradient", "laplacian"])
 def test_regularised_fit_solves_the_penalised_normal_equations(reg):
-    from kernelfit.regularisers import operator
+    from kernelfit.solvers.regularisers import operator
 
     rng = np.random.default_rng(34)
     a, k = rng.random((20, 20)), rng.random((3, 3))
@@ -393,7 +393,7 @@ def test_parametric_gaussian_through_estimate():
 def test_to_dict_describes_image_sized_info_arrays():
     """The used-pixel map of a 70×70 'valid' fit (68² > MAX_INFO_ARRAY values) is described in
     to_dict(), not listed; the fit keeps the array."""
-    from kernelfit.result import MAX_INFO_ARRAY
+    from kernelfit.fit.result import MAX_INFO_ARRAY
 
     a = np.random.default_rng(3).random((70, 70))
     fit = kf.estimate(a, kf.convolve(a, np.eye(3) / 3, mode="valid"), 3)

@@ -39,15 +39,15 @@ def test_kernel_larger_than_image_operator():
 
 @pytest.mark.parametrize("shape", [(3, 3), (4, 7), (9, 2)])
 def test_large_valid_convolutions_go_tile_by_tile_exactly(monkeypatch, shape):
-    """Above _TILED_ABOVE output pixels the convolution is computed in _TILE_SIDE² output
+    """Above tiling.TILED_ABOVE output pixels the convolution is computed in CONVOLUTION_TILE²
     blocks; shrunk thresholds make a small image take that path: the same result as
     scipy.signal.convolve to FFT rounding (1e-13 of the largest output)."""
-    from kernelfit import forward
+    from kernelfit.core import forward, tiling
 
     rng = np.random.default_rng(4)
     P, k = rng.random((61, 53)), rng.random(shape)
-    monkeypatch.setattr(forward, "_TILED_ABOVE", 100)
-    monkeypatch.setattr(forward, "_TILE_SIDE", 16)
+    monkeypatch.setattr(tiling, "TILED_ABOVE", 100)
+    monkeypatch.setattr(tiling, "CONVOLUTION_TILE", 16)
     out = forward.convolve_extended(P, k)
     expected = scipy.signal.convolve(P, k, mode="valid", method="direct")
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-13 * np.abs(expected).max())

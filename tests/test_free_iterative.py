@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import kernelfit as kf
-from kernelfit.free import MAX_DIRECT_UNKNOWNS
+from kernelfit.fit.free import MAX_DIRECT_UNKNOWNS
 
 rng = np.random.default_rng(20261122)
 A = rng.random((40, 44))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from kernelfit import io
+from kernelfit.io import files as io
 
 
 @pytest.fixture

@@ -8,17 +8,10 @@ import scipy.optimize
 from numpy.lib.stride_tricks import sliding_window_view
 
 import kernelfit as kf
-from kernelfit.design import prepare_pair
-from kernelfit.forward import KernelOperator
-from kernelfit.regularisers import penalty_matrix, penalty_value
-from kernelfit.solvers.iterative import (
-    FFTKernelOperator,
-    gcv_curve_iterative,
-    gcv_lambda_iterative,
-    penalty_eigenvalues,
-    project,
-    solve_iterative,
-)
+from kernelfit.core.design import prepare_pair
+from kernelfit.core.forward import KernelOperator
+from kernelfit.solvers.regularisers import penalty_matrix, penalty_value
+from kernelfit.solvers.iterative import FFTKernelOperator, gcv_curve_iterative, gcv_lambda_iterative, penalty_eigenvalues, project, solve_iterative
 
 
 # ------------------------------------------------------------------------------------------
@@ -57,7 +50,7 @@ def stacked(X, b, reg, lam, shape):
     n = X.shape[0]
     A, y = X / np.sqrt(n), b / np.sqrt(n)
     if reg is not None and lam > 0:
-        from kernelfit.regularisers import operator
+        from kernelfit.solvers.regularisers import operator
         L = operator(reg, shape).toarray()
         A = np.vstack([A, np.sqrt(lam) * L])
         y = np.concatenate([y, np.zeros(L.shape[0])])

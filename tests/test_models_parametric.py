@@ -11,13 +11,11 @@ import scipy.integrate
 import scipy.ndimage as ndi
 
 import kernelfit as kf
-from kernelfit.design import prepare_pair
+from kernelfit.core.design import prepare_pair
 from kernelfit.models.fit_parametric import ParametricFit, fit_parametric
-from kernelfit.models.parametric import (
-    Box, Disk, Elliptical, Gaussian, KernelModel, Moffat, Motion, disk_coverage,
-    kernel_moments, make_model, segment_coverage,
-)
-from kernelfit.stats import SufficientStatistics, statistics
+from kernelfit.models.parametric import Box, Disk, Elliptical, Gaussian, KernelModel, Moffat, Motion, disk_coverage, kernel_moments, make_model, segment_coverage
+from kernelfit.stats.gram import SufficientStatistics
+from kernelfit.stats.compute import statistics
 
 skimage = pytest.importorskip("skimage")
 from skimage import color, data, restoration  # noqa: E402

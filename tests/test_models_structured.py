@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 from scipy.signal import oaconvolve
 
-from kernelfit.design import prepare_pair
-from kernelfit.forward import convolve
+from kernelfit.core.design import prepare_pair
+from kernelfit.core.forward import convolve
 from kernelfit.models import factored
-from kernelfit.models import (fit_lowrank, fit_powerlaw, fit_radial, fit_separable,
-                              powerlaw_kernel, radial_kernel, radial_knots)
-from kernelfit.solvers import RankDeficientWarning
-from kernelfit.stats import statistics
+from kernelfit.models.factored import fit_lowrank, fit_separable
+from kernelfit.models.powerlaw import fit_powerlaw, powerlaw_kernel
+from kernelfit.models.radial import fit_radial, radial_kernel, radial_knots
+from kernelfit.core.diagnostics import RankDeficientWarning
+from kernelfit.stats.compute import statistics
 
 # Noise-free data.  Direct solves (radial, power law after Gauss–Newton) err only by rounding
 # amplified by the small problem's condition number: measured ≤ 2e-13.  Alternating least

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 import kernelfit as kf
-from kernelfit import cli, report
+from kernelfit import cli
+from kernelfit.report import html as report
 
 IN_CI = bool(os.environ.get("CI"))
 

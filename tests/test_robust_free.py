@@ -7,10 +7,10 @@ import scipy.optimize
 import scipy.sparse as sp
 
 import kernelfit as kf
-import kernelfit.robust as robust
-from kernelfit.design import prepare_pair
-from kernelfit.robust import fit_free_robust
-from kernelfit.stats import statistics
+import kernelfit.fit.robust as robust
+from kernelfit.core.design import prepare_pair
+from kernelfit.fit.robust import fit_free_robust
+from kernelfit.stats.compute import statistics
 
 
 def _gaussian(n, sigma):

@@ -5,10 +5,10 @@ import pytest
 import scipy.ndimage
 from numpy.lib.stride_tricks import sliding_window_view
 
-from kernelfit.forward import convolve
-from kernelfit.regularisers import penalty_matrix
-from kernelfit.select import LambdaChoice, RegularisationPath, choose_lambda, solve_at
-from kernelfit.stats import statistics
+from kernelfit.core.forward import convolve
+from kernelfit.solvers.regularisers import penalty_matrix
+from kernelfit.select.direct import LambdaChoice, RegularisationPath, choose_lambda, solve_at
+from kernelfit.stats.compute import statistics
 
 PENALTIES = ["ridge", "gradient", "laplacian"]
 SMOOTH_3x3 = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16.0

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from kernelfit.stats import SufficientStatistics, gram_fft, statistics
+from kernelfit.stats.gram import SufficientStatistics, gram_fft
+from kernelfit.stats.compute import statistics
 
 # The FFT path sums the same products as im2col but through transforms: its error is a few
 # ulps of the largest entry times log(N); 1e-12 relative to the largest entry is ample.
@@ -94,14 +95,15 @@ def test_tiled_fft_statistics_equal_the_whole_image(monkeypatch, shape):
     """Large images sum their statistics over tiles (with kernel-sized halos); shrinking the
     thresholds makes a small image tile: the sums equal the whole-image statistics to
     rounding (1e-12 of the Gram's largest entry)."""
-    from kernelfit import stats as stats_module
+    from kernelfit.core import tiling
+    from kernelfit.stats import compute as stats_module
 
     rng = np.random.default_rng(8)
     P = rng.random((150, 131))
     b = rng.random((150 - shape[0] + 1, 131 - shape[1] + 1))
     whole = statistics(P, b, shape, method="fft")
-    monkeypatch.setattr(stats_module, "TILED_ABOVE", 1000)
-    monkeypatch.setattr(stats_module, "TILE_SIDE", 40)
+    monkeypatch.setattr(tiling, "TILED_ABOVE", 1000)
+    monkeypatch.setattr(tiling, "STATISTICS_TILE", 40)
     # This image is small enough for im2col: make the FFT path the automatic choice.
     monkeypatch.setattr(stats_module, "choose_method", lambda *args: "fft")
     calls = []

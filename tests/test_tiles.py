@@ -10,10 +10,11 @@ import tifffile
 
 import kernelfit as kf
 from kernelfit import cli
-from kernelfit.design import prepare_pair
-from kernelfit.tiles import (LazyImage, estimate_tiled, open_lazy, plan_tiles,
-                             tiled_statistics)
-from kernelfit._conventions import make_geometry
+from kernelfit.core.design import prepare_pair
+from kernelfit.io.lazy import LazyImage, open_lazy
+from kernelfit.front.tiled import estimate_tiled
+from kernelfit.stats.tiles import plan_tiles, tiled_statistics
+from kernelfit.core.conventions import make_geometry
 
 # Sums of the same products in another order and through other FFT sizes: both sides are
 # exact up to rounding, ~1e-15 relative per entry; 1e-12 leaves room for long sums.

@@ -7,9 +7,10 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 import kernelfit as kf
-from kernelfit.design import prepare_pair
-from kernelfit.variation import (VaryingKernel, VaryingKernelFit, monomial_powers,
-                                 varying_statistics)
+from kernelfit.core.design import prepare_pair
+from kernelfit.core.varying import VaryingKernel, monomial_powers
+from kernelfit.fit.varying import VaryingKernelFit
+from kernelfit.stats.varying import varying_statistics
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ def extended_design(a, shape, degree, boundary, b_shape, center=None):
     T = len(monomial_powers(degree))
     geometry = prepare_pair(a, np.zeros(b_shape), shape, boundary=boundary,
                             center=center).geometry
-    from kernelfit.variation import _output_origin
+    from kernelfit.core.varying import _output_origin
 
     origin = _output_origin(geometry.output_size, shape, geometry.center)
     columns = []
@@ -319,13 +320,13 @@ def test_cli_variation_writes_the_centre_kernel_and_the_coefficients(tmp_path):
 
 
 def test_varying_statistics_of_large_images_are_summed_over_tiles(monkeypatch):
-    """Above kernelfit.stats.TILED_ABOVE output pixels the extended design's statistics are
+    """Above kernelfit.core.tiling.TILED_ABOVE output pixels the extended design's statistics are
     summed over tiles (each with its own coordinates): shrunk thresholds make a small image
     tile, with the same statistics to rounding (1e-12 of the largest Gram entry), NaN in a
     included."""
-    from kernelfit import stats as stats_module
-    from kernelfit.design import prepare_pair
-    from kernelfit.variation import varying_statistics
+    from kernelfit.core import tiling
+    from kernelfit.core.design import prepare_pair
+    from kernelfit.stats.varying import varying_statistics
 
     rng = np.random.default_rng(6)
     a = rng.random((70, 61))
@@ -333,8 +334,8 @@ def test_varying_statistics_of_large_images_are_summed_over_tiles(monkeypatch):
     b = rng.random((70, 61))
     pair = prepare_pair(a, b, (5, 3), boundary="nearest")
     whole = varying_statistics(pair, (5, 3), 2, frame=b.shape)
-    monkeypatch.setattr(stats_module, "TILED_ABOVE", 500)
-    monkeypatch.setattr(stats_module, "TILE_SIDE", 25)
+    monkeypatch.setattr(tiling, "TILED_ABOVE", 500)
+    monkeypatch.setattr(tiling, "STATISTICS_TILE", 25)
     tiled = varying_statistics(pair, (5, 3), 2, frame=b.shape)
     scale = np.abs(whole.gram).max()
     np.testing.assert_allclose(tiled.gram, whole.gram, rtol=0, atol=1e-12 * scale)

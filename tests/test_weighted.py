@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 
-from kernelfit.forward import convolve
-from kernelfit.solvers.weighted import (WeightedNormal, gram_of_pixels, matrix_free_pays,
-                                        plan_statistics, solve_weighted,
-                                        solve_weighted_seconds, weighted_statistics)
-from kernelfit.stats import statistics
+from kernelfit.core.forward import convolve
+from kernelfit.solvers.weighted import WeightedNormal, matrix_free_pays, solve_weighted, solve_weighted_seconds
+from kernelfit.stats.weighted import gram_of_pixels, plan_statistics, weighted_statistics
+from kernelfit.stats.compute import statistics
 
 # Every path sums the same products as im2col, some through FFTs (errors of a few ulps of
 # the largest entry times log N) and some as a difference (the FFT Gram minus the dropped
@@ -264,7 +263,7 @@ def test_estimate_takes_the_matrix_free_route_for_scattered_nan_in_a(monkeypatch
     CG tolerance (1e-12 → ~1e-10 relative), standard errors from a pixel sample within a few
     % (the sample holds every used pixel here, so the Gram is exact: 1e-8)."""
     import kernelfit as kf
-    from kernelfit import free
+    from kernelfit.fit import free
 
     rng = np.random.default_rng(11)
     a = rng.random((90, 90))

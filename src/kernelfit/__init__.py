@@ -9,15 +9,16 @@
 True
 """
 
-from ._conventions import BOUNDARIES
-from .diagnostics import IdentifiabilityWarning
-from .estimate import estimate
-from .forward import KernelOperator, convolve
-from .result import KernelFit
-from .solvers import RankDeficientWarning
-from .stats import SufficientStatistics, statistics
-from .channels import ChannelFits
-from .variation import VaryingKernel, VaryingKernelFit
+from .core.conventions import BOUNDARIES
+from .core.diagnostics import IdentifiabilityWarning, RankDeficientWarning
+from .core.forward import KernelOperator, convolve
+from .core.varying import VaryingKernel
+from .fit.channels import ChannelFits
+from .fit.result import KernelFit
+from .fit.varying import VaryingKernelFit
+from .front.estimate import estimate
+from .stats.compute import statistics
+from .stats.gram import SufficientStatistics
 
 __version__ = "0.1.0"
 

@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from . import io
+from .io import files as io
 
 # Images larger than this get progress lines even without --verbose: below it a run takes
 # well under a second and the lines would only be noise.
@@ -278,7 +278,7 @@ def _run_estimate(args) -> int:
     if args.json:
         io.check_output_path(args.json, "json")
     if args.report:
-        from .report import check_report_path, require_matplotlib
+        from .report.html import check_report_path, require_matplotlib
 
         check_report_path(args.report)
         require_matplotlib()
@@ -320,7 +320,7 @@ def _run_estimate_tiled(args, shape, options, progress, started) -> int:
     if args.tile is not None and args.tile < 1:
         raise ValueError(f"--tile {args.tile} must be a positive number of pixels")
     if args.tile is not None:
-        from .tiles import open_lazy
+        from .io.lazy import open_lazy
 
         a, b = (open_lazy(path, page=args.page) for path in (args.a, args.b))
         if args.mask:
@@ -333,11 +333,11 @@ def _run_estimate_tiled(args, shape, options, progress, started) -> int:
     where = f" on {args.scheduler}" if args.scheduler else ""
     progress.say(f"fitting {_describe(shape)} kernel on {_describe(b.shape)} pixels{where} ...")
     if args.scheduler:
-        from .distributed import estimate
+        from .front.distributed import estimate
 
         fit = estimate(a, b, shape, scheduler=args.scheduler, tile=args.tile, **options)
     else:
-        from .tiles import estimate_tiled
+        from .front.tiled import estimate_tiled
 
         fit = estimate_tiled(a, b, shape, tile=args.tile, **options)
     if not args.quiet:

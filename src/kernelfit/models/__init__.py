@@ -1,4 +1,13 @@
-"""Structured kernel models fitted on prepared image pairs (radial, power law, low rank)."""
+"""Layer 4, ``models``: kernel models with few parameters.
+
+Structured models fitted on prepared image pairs or their statistics (radial, power law,
+separable, low rank) and the parametric families (:mod:`~kernelfit.models.parametric`:
+Gaussian, Moffat, disk, motion, box) with their nonlinear fitter
+(:mod:`~kernelfit.models.fit_parametric`).
+
+Rule: returns parameters and kernels, never a :class:`~kernelfit.KernelFit`; imports
+``solvers``, ``stats`` and ``core`` only (not ``select``, its sibling).
+"""
 
 from ._common import MAX_STATISTICS_UNKNOWNS, StructuredFit
 from .factored import fit_lowrank, fit_separable

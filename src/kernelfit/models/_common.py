@@ -28,12 +28,12 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse
 
-from .._conventions import normalize_center, normalize_shape
-from ..design import PreparedPair
-from ..forward import ExtendedSpectrum, convolve_extended
-from ..stats import SufficientStatistics
-from ..background import project_out
-from ..stats import statistics as _statistics
+from ..core.conventions import normalize_center, normalize_shape
+from ..core.design import PreparedPair
+from ..core.forward import ExtendedSpectrum, convolve_extended
+from ..stats.background import project_out
+from ..stats.compute import statistics as _statistics
+from ..stats.gram import SufficientStatistics
 
 # A p×p Gram matrix of 4096² doubles is 134 MB and O(p²) per product with it: the largest
 # kernel (64×64) for which the statistics path is used by default; above it, FFT columns.
@@ -139,7 +139,7 @@ class PairData:
     Examples
     --------
     >>> import numpy as np
-    >>> from kernelfit.design import prepare_pair
+    >>> from kernelfit.core.design import prepare_pair
     >>> rng = np.random.default_rng(0)
     >>> a = rng.random((20, 20))
     >>> data = PairData([prepare_pair(a, a, (3, 3), boundary="fill")], (3, 3), None, None)

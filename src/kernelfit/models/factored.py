@@ -15,8 +15,13 @@ import time
 import numpy as np
 import scipy.linalg
 
-from .._conventions import normalize_shape
-from ._common import MAX_STATISTICS_UNKNOWNS, PairData, StructuredFit, noise_level
+from ..core.conventions import normalize_shape
+from ._common import (
+    MAX_STATISTICS_UNKNOWNS,
+    PairData,
+    StructuredFit,
+    noise_level,
+)
 
 INITS = ("svd", "random")
 # Starting point from the free least-squares kernel: exact up to this many pixels (Cholesky of
@@ -44,8 +49,8 @@ def fit_separable(pairs, shape, center=None, *, init="svd", seed=0, tol=1e-10, m
     Examples
     --------
     >>> import numpy as np
-    >>> from kernelfit.design import prepare_pair
-    >>> from kernelfit.forward import convolve
+    >>> from kernelfit.core.design import prepare_pair
+    >>> from kernelfit.core.forward import convolve
     >>> rng = np.random.default_rng(0)
     >>> a = rng.random((30, 30))
     >>> k = np.outer([1.0, 2.0, 1.0], [0.0, 3.0, 4.0])
@@ -114,8 +119,8 @@ def fit_lowrank(pairs, shape, center=None, *, rank, init="svd", seed=0, tol=1e-1
     Examples
     --------
     >>> import numpy as np
-    >>> from kernelfit.design import prepare_pair
-    >>> from kernelfit.forward import convolve
+    >>> from kernelfit.core.design import prepare_pair
+    >>> from kernelfit.core.forward import convolve
     >>> rng = np.random.default_rng(0)
     >>> a = rng.random((40, 40))
     >>> k = rng.normal(size=(5, 2)) @ rng.normal(size=(2, 6))

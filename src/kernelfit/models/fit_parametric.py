@@ -89,11 +89,12 @@ import scipy.fft
 import scipy.linalg
 import scipy.optimize
 
-from .._conventions import normalize_center, normalize_shape
-from ..design import PreparedPair
-from ..forward import ExtendedSpectrum
-from ..stats import SufficientStatistics, choose_method, statistics
+from ..core.conventions import normalize_center, normalize_shape
+from ..core.design import PreparedPair
+from ..core.forward import ExtendedSpectrum
 from .parametric import KernelModel, kernel_moments, make_model
+from ..stats.compute import choose_method, statistics
+from ..stats.gram import SufficientStatistics
 
 __all__ = ["ParametricFit", "fit_parametric", "LOSSES"]
 
@@ -203,7 +204,7 @@ def fit_parametric(pairs, model, shape, center=None, *, loss="l2", f_scale=1.0, 
     Examples
     --------
     >>> import numpy as np, scipy.ndimage as ndi
-    >>> from kernelfit.design import prepare_pair
+    >>> from kernelfit.core.design import prepare_pair
     >>> rng = np.random.default_rng(0)
     >>> a = ndi.uniform_filter(rng.random((96, 96)), 3)
     >>> b = ndi.gaussian_filter(a, 1.7, mode="reflect", truncate=4.0)

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.special
 
-from .._conventions import normalize_center, normalize_shape
+from ..core.conventions import normalize_center, normalize_shape
 
 __all__ = [
     "KernelModel", "Gaussian", "Elliptical", "Moffat", "Disk", "Motion", "Box",

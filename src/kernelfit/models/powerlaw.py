@@ -14,9 +14,15 @@ import time
 import numpy as np
 import scipy.optimize
 
-from .._conventions import normalize_center, normalize_shape
-from ._common import PairData, StructuredFit, check_real, noise_level, radius_grid, \
-    solve_square_root
+from ..core.conventions import normalize_center, normalize_shape
+from ._common import (
+    PairData,
+    StructuredFit,
+    check_real,
+    noise_level,
+    radius_grid,
+    solve_square_root,
+)
 
 # Spacing of the coarse grid in the exponent.  On seed 000 RSS(exponent) is unimodal on
 # [0, 4] (checked on a 0.01 grid) and doubles within ±0.1 of its minimum: a 0.1 grid brackets
@@ -114,8 +120,8 @@ def fit_powerlaw(pairs, shape, center=None, *, exponent_bounds=(0.0, 4.0), metho
     Examples
     --------
     >>> import numpy as np
-    >>> from kernelfit.design import prepare_pair
-    >>> from kernelfit.forward import convolve
+    >>> from kernelfit.core.design import prepare_pair
+    >>> from kernelfit.core.forward import convolve
     >>> rng = np.random.default_rng(0)
     >>> a = rng.random((40, 40))
     >>> truth = powerlaw_kernel(9, amplitude=0.5, exponent=1.5, center_value=2.0)

@@ -14,11 +14,16 @@ import warnings
 import numpy as np
 import scipy.sparse
 
-from .._conventions import normalize_center, normalize_shape
-from ..diagnostics import user_stacklevel
-from ..solvers import RankDeficientWarning
-from ._common import (PairData, StructuredFit, check_real, noise_level, radius_grid,
-                      solve_square_root)
+from ..core.conventions import normalize_center, normalize_shape
+from ..core.diagnostics import RankDeficientWarning, user_stacklevel
+from ._common import (
+    PairData,
+    StructuredFit,
+    check_real,
+    noise_level,
+    radius_grid,
+    solve_square_root,
+)
 
 # Default knots (see radial_knots): every distinct pixel radius up to EXACT_RADIUS, then a
 # spacing of max(1 px, (RATIO − 1)·r) out to the "full-ring" radius, then one segment to the
@@ -222,8 +227,8 @@ def fit_radial(pairs, shape, center=None, *, bins=None, smooth=0.0, method=None,
     Examples
     --------
     >>> import numpy as np
-    >>> from kernelfit.design import prepare_pair
-    >>> from kernelfit.forward import convolve
+    >>> from kernelfit.core.design import prepare_pair
+    >>> from kernelfit.core.forward import convolve
     >>> rng = np.random.default_rng(0)
     >>> a = rng.random((40, 40))
     >>> truth = radial_kernel([0, 1, 2, 3], [1.0, 0.6, 0.2, 0.0], (7, 7))

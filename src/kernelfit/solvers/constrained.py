@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from ..stats import SufficientStatistics
+from ..stats.gram import SufficientStatistics
 
 _EPS = np.finfo(float).eps
 

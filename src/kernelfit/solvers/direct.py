@@ -18,16 +18,8 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg import lapack
 
-from ..diagnostics import IdentifiabilityWarning, user_stacklevel
-from ..stats import SufficientStatistics
-
-
-class RankDeficientWarning(IdentifiabilityWarning):
-    """The images do not determine every kernel coefficient.
-
-    The extreme case of :class:`kernelfit.IdentifiabilityWarning` (a subclass of
-    ``UserWarning``), so filtering that category filters this one too.
-    """
+from ..core.diagnostics import RankDeficientWarning, user_stacklevel
+from ..stats.gram import SufficientStatistics
 
 
 @dataclass

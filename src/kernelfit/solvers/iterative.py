@@ -60,7 +60,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.fft
 
-from .._conventions import normalize_shape
+from ..core.conventions import normalize_shape
+from .regularisers import penalty_matrix, penalty_value
 
 __all__ = [
     "FFTKernelOperator",
@@ -121,7 +122,7 @@ class FFTKernelOperator:
     Examples
     --------
     >>> import numpy as np
-    >>> from kernelfit.design import prepare_pair
+    >>> from kernelfit.core.design import prepare_pair
     >>> rng = np.random.default_rng(0)
     >>> a, b = rng.random((20, 20)), rng.random((20, 20))
     >>> op = FFTKernelOperator([prepare_pair(a, b, 5, boundary="fill")], 5)
@@ -329,7 +330,7 @@ def penalty_eigenvalues(reg, shape) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np, scipy.fft
-    >>> from kernelfit.regularisers import penalty_matrix
+    >>> from kernelfit.solvers.regularisers import penalty_matrix
     >>> k = np.random.default_rng(0).normal(size=(4, 5))
     >>> q = penalty_eigenvalues("laplacian", (4, 5))
     >>> via_dct = scipy.fft.idctn(q * scipy.fft.dctn(k, norm="ortho"), norm="ortho")
@@ -672,7 +673,7 @@ def solve_iterative(pairs, shape, *, reg=None, lam=0.0, nonneg=False, total=None
     Examples
     --------
     >>> import numpy as np, kernelfit as kf
-    >>> from kernelfit.design import prepare_pair
+    >>> from kernelfit.core.design import prepare_pair
     >>> rng = np.random.default_rng(0)
     >>> a, k = rng.random((40, 40)), rng.random((5, 5))
     >>> pair = prepare_pair(a, kf.convolve(a, k), 5, boundary="fill")
@@ -696,7 +697,6 @@ def solve_iterative(pairs, shape, *, reg=None, lam=0.0, nonneg=False, total=None
 
 
 def _objective(op, reg, lam, kernel):
-    from ..regularisers import penalty_value
     value = op.residual_sum_of_squares(kernel) / op.n_used
     if reg is not None and lam > 0:
         value += lam * penalty_value(reg, kernel)
@@ -995,7 +995,6 @@ def _fista(op, reg, lam, nonneg, total, x0, tol, maxiter, callback):
     bn = op.btb / n
     quad_reg = reg if reg in ("ridge", "gradient", "laplacian") and lam > 0 else None
     if quad_reg is not None:
-        from ..regularisers import penalty_matrix
         Q = penalty_matrix(quad_reg, op.shape)
         q_max = float(penalty_eigenvalues(quad_reg, op.shape).max())
     else:
@@ -1172,7 +1171,7 @@ def gcv_curve_iterative(pairs, shape, reg, *, lams, probes=4, seed=0, tol=1e-5,
     Examples
     --------
     >>> import numpy as np, kernelfit as kf
-    >>> from kernelfit.design import prepare_pair
+    >>> from kernelfit.core.design import prepare_pair
     >>> rng = np.random.default_rng(0)
     >>> a = rng.random((40, 40))
     >>> k = np.outer(np.hanning(9), np.hanning(9))[1:-1, 1:-1]
@@ -1254,7 +1253,7 @@ def gcv_lambda_iterative(pairs, shape, reg, *, lams, probes=4, seed=0):
     Examples
     --------
     >>> import numpy as np, kernelfit as kf
-    >>> from kernelfit.design import prepare_pair
+    >>> from kernelfit.core.design import prepare_pair
     >>> rng = np.random.default_rng(1)
     >>> a = rng.random((30, 30))
     >>> b = kf.convolve(a, np.full((5, 5), 0.04)) + 0.01 * rng.normal(size=a.shape)

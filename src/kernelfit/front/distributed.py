@@ -15,11 +15,21 @@ Dask array apart without importing Dask.
 from __future__ import annotations
 
 import contextlib
-import sys
 
-from .tiles import (DEFAULT_TILE, check_named, check_statistics_options, check_tile,
-                    fit_statistics, plan_tiles, prepare_sources, quantisation_of,
-                    source_pairs, tile_blocks, tile_edges, tile_statistics)
+from ..core.inputs import is_dask_array
+from ..fit.statistics import fit_statistics
+from .tiled import check_named, check_statistics_options
+from ..stats.tiles import (
+    DEFAULT_TILE,
+    check_tile,
+    plan_tiles,
+    prepare_sources,
+    quantisation_of,
+    source_pairs,
+    tile_blocks,
+    tile_edges,
+    tile_statistics,
+)
 
 # Largest tile side on a cluster when tile= is not given: larger chunks are cut, which bounds
 # a task's memory and gives the workers more tasks to share.  Smaller tiles cost more per
@@ -32,27 +42,6 @@ CLUSTER_TILE = DEFAULT_TILE
 FAN_IN = 8
 
 _INSTALL_HINT = "kernelfit.distributed needs Dask: pip install kernelfit[dask]"
-
-
-def is_dask_array(x) -> bool:
-    """Whether ``x`` is a ``dask.array.Array`` (False, without importing Dask, if Dask has not
-    been imported: no Dask array can exist then).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> is_dask_array(np.zeros(3))
-    False
-    """
-    module = sys.modules.get("dask.array")
-    return module is not None and isinstance(x, module.Array)
-
-
-def has_dask_input(*values) -> bool:
-    """Whether any value, or any item of a list/tuple value, is a Dask array."""
-    return any(is_dask_array(v) or (isinstance(v, (list, tuple))
-                                    and any(is_dask_array(x) for x in v))
-               for v in values)
 
 
 def estimate(a, b, shape, *, client=None, scheduler=None, tile=None, boundary="valid",

@@ -35,15 +35,16 @@ from __future__ import annotations
 
 import base64
 import html
+import importlib.metadata
 import io as _bytes_io
 import math
 from pathlib import Path
 
 import numpy as np
 
-from ._conventions import as_image, make_geometry, output_size_of
-from .forward import convolve_extended
-from .io import atomic_output, check_writable
+from ..core.conventions import as_image, make_geometry, output_size_of
+from ..core.forward import convolve_extended
+from ..io.files import atomic_output, check_writable
 
 __all__ = ["write_report", "render_report", "render_channel_report", "compact_html",
            "check_report_path"]
@@ -863,11 +864,12 @@ def _with_error(value, error) -> str:
 
 
 def _version() -> str:
+    # From the installed metadata, not kernelfit.__version__: the report is a layer below the
+    # package's public names and must not import them.
     try:
-        from . import __version__
-    except ImportError:  # pragma: no cover - only during a partial import
+        return f"kernelfit {importlib.metadata.version('kernelfit')}"
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
         return "kernelfit"
-    return f"kernelfit {__version__}"
 
 
 _STYLE = """

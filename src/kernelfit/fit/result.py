@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .background import residual_with_background
-from .io import atomic_output
+from ..io.files import atomic_output
+from ..stats.background import residual_with_background
 
 
 @dataclass
@@ -198,13 +198,13 @@ class KernelFit:
         >>> fit.report(os.path.join(tempfile.mkdtemp(), "fit.html"), a=a).suffix
         '.html'
         """
-        from .report import write_report
+        from ..report.html import write_report
 
         return write_report(self, path, a, b, title=title, max_pairs=max_pairs)
 
     def _repr_html_(self) -> str:
         """Notebook view: a kernel thumbnail (when matplotlib is installed) and key numbers."""
-        from .report import compact_html
+        from ..report.html import compact_html
 
         return compact_html(self)
 

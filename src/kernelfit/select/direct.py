@@ -27,8 +27,8 @@ import numpy as np
 import scipy.linalg
 import scipy.optimize
 
-from .solvers.constrained import dense_penalty, solve_quadratic, system_matrix
-from .stats import SufficientStatistics
+from ..solvers.constrained import dense_penalty, solve_quadratic, system_matrix
+from ..stats.gram import SufficientStatistics
 
 _EPS = np.finfo(float).eps
 # Default search grid: this many log-spaced values (then refined, see choose_lambda).
@@ -95,7 +95,7 @@ class RegularisationPath:
     --------
     >>> import numpy as np
     >>> from kernelfit.stats import statistics
-    >>> from kernelfit.regularisers import penalty_matrix
+    >>> from kernelfit.solvers.regularisers import penalty_matrix
     >>> rng = np.random.default_rng(0)
     >>> a, b = rng.random((30, 30)), rng.random((28, 28))
     >>> path = RegularisationPath(statistics(a, b, (3, 3)), penalty_matrix("ridge", (3, 3)))
@@ -248,9 +248,9 @@ def choose_lambda(stats: SufficientStatistics, penalty, *, noise_std=None,
     Examples
     --------
     >>> import numpy as np
-    >>> from kernelfit.forward import convolve
+    >>> from kernelfit.core.forward import convolve
     >>> from kernelfit.stats import statistics
-    >>> from kernelfit.regularisers import penalty_matrix
+    >>> from kernelfit.solvers.regularisers import penalty_matrix
     >>> rng = np.random.default_rng(0)
     >>> a = rng.random((60, 60))
     >>> y, x = np.mgrid[-3:4, -3:4]

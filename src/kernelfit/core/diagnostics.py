@@ -108,7 +108,7 @@ def spectral_power(pairs, shape) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> from kernelfit.design import prepare_pair
+    >>> from kernelfit.core.design import prepare_pair
     >>> a = np.random.default_rng(0).normal(size=(96, 96))
     >>> pair = prepare_pair(a, a[2:-2, 2:-2], (5, 5), boundary="valid")
     >>> S = spectral_power([pair], (5, 5))
@@ -286,7 +286,7 @@ def identifiability(pairs, kernel, noise_std, *, variance_sum=None) -> dict:
     Examples
     --------
     >>> import numpy as np, kernelfit as kf
-    >>> from kernelfit.design import prepare_pair
+    >>> from kernelfit.core.design import prepare_pair
     >>> from scipy.ndimage import gaussian_filter
     >>> rng = np.random.default_rng(0)
     >>> k = np.full((5, 5), 1 / 25)
@@ -455,3 +455,11 @@ def _advice(shape, report) -> str:
         "nonneg=True, or a parametric model (e.g. model='gaussian'); see "
         "fit.info['identifiability']"
     )
+
+
+class RankDeficientWarning(IdentifiabilityWarning):
+    """The images do not determine every kernel coefficient.
+
+    The extreme case of :class:`kernelfit.IdentifiabilityWarning` (a subclass of
+    ``UserWarning``), so filtering that category filters this one too.
+    """

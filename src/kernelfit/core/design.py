@@ -23,8 +23,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._conventions import Geometry, as_image, make_geometry, normalize_shape, output_size_of
-from .defects import check_saturation_option, detect_saturation, quantisation_variance
+from .conventions import (
+    Geometry,
+    as_image,
+    make_geometry,
+    normalize_shape,
+    output_size_of,
+)
+from .defects import (
+    check_saturation_option,
+    detect_saturation,
+    quantisation_variance,
+)
 from .forward import convolve_extended
 
 
@@ -242,3 +252,22 @@ def _touches(bad: np.ndarray, kernel_shape) -> np.ndarray:
     counts = (integral[kh:, kw:] - integral[:-kh, kw:] - integral[kh:, :-kw]
               + integral[:-kh, :-kw])
     return counts > 0
+
+
+def _single(a) -> bool:
+    """One image (an array, or a nested list of numbers), not a list of images."""
+    if not isinstance(a, (list, tuple)):
+        return True
+    return len(a) > 0 and all(np.ndim(row) <= 1 for row in a)
+
+
+def _prepare_pairs(a, b, shape, *, mask, **options) -> list[PreparedPair]:
+    if _single(a) and _single(b):
+        return [prepare_pair(a, b, shape, mask=mask, **options)]
+    if _single(a) or _single(b) or len(a) != len(b) or len(a) == 0:
+        raise ValueError("a and b must both be images, or lists of the same non-zero length")
+    masks = [None] * len(a) if mask is None else mask
+    if not isinstance(masks, (list, tuple)) or len(masks) != len(a):
+        raise ValueError("with lists of pairs, mask must be None or a list of the same length")
+    return [prepare_pair(ai, bi, shape, mask=mi, label=f"[{i}]", **options)
+            for i, (ai, bi, mi) in enumerate(zip(a, b, masks))]

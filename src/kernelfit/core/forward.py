@@ -6,7 +6,8 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
-from ._conventions import Geometry, as_image, make_geometry, normalize_shape
+from .conventions import Geometry, as_image, make_geometry, normalize_shape
+from . import tiling
 
 
 def convolve(a, kernel, *, boundary="fill", center=None, mode="same"):
@@ -24,7 +25,7 @@ def convolve(a, kernel, *, boundary="fill", center=None, mode="same"):
         The image.  Integers are promoted to float64; float32 is kept.
     kernel : (kh, kw) array_like, or a varying kernel
         The kernel, in convolution orientation.  It may be larger than ``a``.  A
-        :class:`kernelfit.variation.VaryingKernel` (or a fit with ``variation=``) gives
+        :class:`kernelfit.VaryingKernel` (or a fit with ``variation=``) gives
         ``Σ_t m_t ⊙ (a ⊛ k_t)``, each output pixel with its own kernel (its ``center`` is the
         default centre).
     boundary : str, default 'fill'
@@ -62,24 +63,21 @@ def convolve(a, kernel, *, boundary="fill", center=None, mode="same"):
 
 
 def _as_varying(kernel):
-    """The VaryingKernel a kernel argument stands for, or None for a plain array."""
+    """The varying kernel a kernel argument stands for, or None for a plain array.
+
+    Recognised by what it does, not by its type: a varying kernel has ``term_values`` (see
+    :class:`kernelfit.core.varying.VaryingKernel`), and a fit of one carries it as ``varying``.
+    """
     if isinstance(kernel, np.ndarray):
         return None
-    from .variation import as_varying  # here: kernelfit.variation imports this module
-
-    return as_varying(kernel)
+    if hasattr(kernel, "term_values") and hasattr(kernel, "convolve"):
+        return kernel
+    return getattr(kernel, "varying", None)
 
 
 # Direct summation is exact to the last ulp; FFT convolution has errors of ~1e-16 times the
 # largest output.  Below this many multiply-adds direct summation is also fast, so use it.
 _DIRECT_WORK_LIMIT = 2e7
-# Above this many output pixels, FFT convolution goes tile by tile: whole-image transforms
-# of large images are slowed by memory traffic, not by arithmetic.  Measured on this 2-core
-# machine, 'valid' output: 4096², 21×21, 1.56 s whole against 0.58 s in 1024² tiles; 8192²,
-# 7.9 s against 1.7 s (51×51: 5.4 s against 1.9 s); scipy.signal.oaconvolve took 4.6 s at
-# 8192², 21×21.  The rounding is the same, ~1e-15 relative.
-_TILED_ABOVE = 3072 * 3072
-_TILE_SIDE = 1024
 
 
 def convolve_extended(extended, kernel):
@@ -87,7 +85,7 @@ def convolve_extended(extended, kernel):
     dtype = np.result_type(extended.dtype, kernel.dtype)
     out_size = (extended.shape[0] - kernel.shape[0] + 1) * (extended.shape[1] - kernel.shape[1] + 1)
     kernel = kernel.astype(dtype, copy=False)
-    if out_size > _TILED_ABOVE:
+    if tiling.is_large(out_size):
         out = _convolve_tiled(extended, kernel)
     else:
         method = "direct" if out_size * kernel.size <= _DIRECT_WORK_LIMIT else "fft"
@@ -96,32 +94,16 @@ def convolve_extended(extended, kernel):
 
 
 def _convolve_tiled(extended, kernel):
-    """'valid' convolution, one ``_TILE_SIDE``² block of the output at a time (each block
+    """'valid' convolution, one ``CONVOLUTION_TILE``² block of the output at a time (each block
     reads its footprint of ``extended``: the output tiles exactly)."""
     kh, kw = kernel.shape
     H, W = extended.shape[0] - kh + 1, extended.shape[1] - kw + 1
     out = np.empty((H, W), dtype=np.result_type(extended.dtype, kernel.dtype))
-    for rows, cols in tile_slices((H, W), _TILE_SIDE):
+    for rows, cols in tiling.tile_slices((H, W), tiling.CONVOLUTION_TILE):
         out[rows, cols] = scipy.signal.fftconvolve(
             extended[rows.start:rows.stop + kh - 1, cols.start:cols.stop + kw - 1], kernel,
             mode="valid")
     return out
-
-
-def tile_slices(shape, side) -> list[tuple[slice, slice]]:
-    """``(rows, cols)`` slices cutting an array of ``shape`` into near-equal tiles of at most
-    ``side`` × ``side`` (the tiles of a large image's output; each reads its footprint).
-
-    Examples
-    --------
-    >>> [(r.start, r.stop, c.start, c.stop) for r, c in tile_slices((5, 3), 3)]
-    [(0, 2, 0, 3), (2, 5, 0, 3)]
-    """
-    edges = [np.linspace(0, n, -(-n // side) + 1).round().astype(int).tolist()
-             for n in shape]
-    return [(slice(y0, y1), slice(x0, x1))
-            for y0, y1 in zip(edges[0][:-1], edges[0][1:])
-            for x0, x1 in zip(edges[1][:-1], edges[1][1:])]
 
 
 class KernelOperator:

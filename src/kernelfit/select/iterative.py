@@ -30,9 +30,13 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
-from .select import LambdaChoice
-from .solvers.iterative import (FFTKernelOperator, gcv_curve_iterative, penalty_eigenvalues,
-                                solve_iterative)
+from .direct import LambdaChoice
+from ..solvers.iterative import (
+    FFTKernelOperator,
+    gcv_curve_iterative,
+    penalty_eigenvalues,
+    solve_iterative,
+)
 
 # Relative tolerance of each proximal solve along a non-smooth path (the chosen lam is then
 # solved again at the caller's tolerance, warm-started).

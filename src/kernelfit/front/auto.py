@@ -58,13 +58,20 @@ import scipy.fft
 import scipy.linalg
 from numpy.polynomial import legendre
 
-from ._conventions import BOUNDARIES, as_image, default_center, normalize_boundary
-from .background import BackgroundBasis, check_degree, profiled_statistics
-from .defects import check_saturation_option
-from .design import PreparedPair, prepare_pair
-from .forward import convolve_extended
-from .result import KernelFit
-from .stats import statistics
+from ..core.conventions import (
+    BOUNDARIES,
+    as_image,
+    default_center,
+    make_geometry,
+    normalize_boundary,
+)
+from ..core.defects import check_saturation_option
+from ..core.design import PreparedPair, _prepare_pairs, _single, prepare_pair
+from ..core.forward import convolve_extended
+from ..fit.result import KernelFit
+from .options import _check_options
+from ..stats.background import BackgroundBasis, check_degree, profiled_statistics
+from ..stats.compute import statistics
 
 AUTO = "auto"
 # The rules a border can be scored against ('valid' has no border to predict).
@@ -128,7 +135,7 @@ class ShapeChoice:
     message: str = ""
 
 
-def estimate_auto(a, b, shape, *, boundary, center=None, **options) -> KernelFit:
+def estimate_auto(a, b, shape, *, boundary, refit, center=None, **options) -> KernelFit:
     """:func:`kernelfit.estimate` with ``shape=None`` and/or ``boundary='auto'``.
 
     The size is chosen first (on the 'valid' interior, where no edge rule matters), then the
@@ -139,6 +146,9 @@ def estimate_auto(a, b, shape, *, boundary, center=None, **options) -> KernelFit
     ----------
     a, b, shape, boundary, center, **options
         As for :func:`kernelfit.estimate`; ``shape`` may be None and ``boundary`` 'auto'.
+    refit : callable
+        The front door that fits under the chosen size and rule (:func:`kernelfit.estimate`,
+        passed in so that this module never imports it).
 
     Returns
     -------
@@ -152,7 +162,8 @@ def estimate_auto(a, b, shape, *, boundary, center=None, **options) -> KernelFit
     >>> rng = np.random.default_rng(0)
     >>> a = rng.random((48, 48))
     >>> k = np.array([[0.0, 0.2, 0.0], [0.1, 0.4, 0.2], [0.0, 0.1, 0.0]])
-    >>> fit = estimate_auto(a, kf.convolve(a, k, boundary="wrap"), None, boundary="auto")
+    >>> fit = estimate_auto(a, kf.convolve(a, k, boundary="wrap"), None, boundary="auto",
+    ...                     refit=kf.estimate)
     >>> fit.shape, fit.boundary, bool(np.allclose(fit.kernel, k))
     ((3, 3), 'wrap', True)
     """
@@ -163,12 +174,10 @@ def estimate_auto(a, b, shape, *, boundary, center=None, **options) -> KernelFit
                    ("mask", "saturation", "saturation_a", "background")}
         choice = choose_shape(a, b, **defects)
         shape, center = choice.shape, choice.center
-    from .estimate import estimate
-
     if is_auto(boundary):
-        fit = choose_boundary(a, b, shape, center=center, **options)
+        fit = choose_boundary(a, b, shape, refit=refit, center=center, **options)
     else:
-        fit = estimate(a, b, shape, boundary=boundary, center=center, **options)
+        fit = refit(a, b, shape, boundary=boundary, center=center, **options)
     if choice is not None:
         fit.info["shape_scores"] = choice.scores
         fit.info["kernel_offset"] = kernel_offset(fit.kernel, fit.center)
@@ -178,8 +187,6 @@ def estimate_auto(a, b, shape, *, boundary, center=None, **options) -> KernelFit
 
 def _check_early(shape, boundary, center, options) -> None:
     """Refuse bad options before the (costly) search rather than after it."""
-    from .estimate import _check_options
-
     if shape is None and center is not None:
         raise ValueError(f"center={center!r} is an index into a kernel of a given size; with "
                          "shape=None the size and the centre are chosen together (the chosen "
@@ -231,7 +238,7 @@ def kernel_offset(kernel, center) -> list[float]:
 # --------------------------------------------------------------------------------------------
 
 
-def choose_boundary(a, b, shape, *, center=None, **options) -> KernelFit:
+def choose_boundary(a, b, shape, *, refit, center=None, **options) -> KernelFit:
     """Fit with the edge rule that best explains the border of ``b`` (see the module notes).
 
     Returns
@@ -245,14 +252,12 @@ def choose_boundary(a, b, shape, *, center=None, **options) -> KernelFit:
     >>> import numpy as np, kernelfit as kf
     >>> a = np.random.default_rng(2).random((40, 40))
     >>> b = kf.convolve(a, np.full((3, 3), 1 / 9), boundary="mirror")
-    >>> choose_boundary(a, b, (3, 3)).info["boundary_scores"]["chosen"]
+    >>> choose_boundary(a, b, (3, 3), refit=kf.estimate).info["boundary_scores"]["chosen"]
     'mirror'
     """
-    from .estimate import _prepare_pairs, estimate
-
     defects = {name: options.get(name) for name in ("mask", "saturation", "saturation_a")}
     valid_pairs = _prepare_pairs(a, b, shape, boundary="valid", center=center, **defects)
-    fit_valid = estimate(a, b, shape, boundary="valid", center=center, **options)
+    fit_valid = refit(a, b, shape, boundary="valid", center=center, **options)
     if all(pair.geometry.output_size == "valid" for pair in valid_pairs):
         fit_valid.info["boundary_scores"] = {
             "candidates": [], "scores": [], "chosen": "valid",
@@ -285,7 +290,7 @@ def choose_boundary(a, b, shape, *, center=None, **options) -> KernelFit:
         fit_valid.info["boundary_scores"] = record
         _add_message(fit_valid, "boundary='auto': " + record["message"] + ".")
         return fit_valid
-    fit = estimate(a, b, shape, boundary=rule, center=center, **options)
+    fit = refit(a, b, shape, boundary=rule, center=center, **options)
     fit.info["boundary_scores"] = record
     return fit
 
@@ -293,8 +298,6 @@ def choose_boundary(a, b, shape, *, center=None, **options) -> KernelFit:
 def _border_residuals(a, b, shape, rule, center, defects, valid_pairs, fit_valid):
     """``b − prediction`` under ``rule`` on the border pixels of every pair, flattened; NaN
     where a pixel is unusable (masked, non-finite, or not a border pixel)."""
-    from .estimate import _prepare_pairs
-
     pairs = _prepare_pairs(a, b, shape, boundary=rule, center=center, **defects)
     backgrounds = _as_list(fit_valid.background, len(pairs))
     kernel = np.asarray(fit_valid.kernel, dtype=np.float64)
@@ -445,8 +448,6 @@ def _label(shape, center) -> str:
 
 def _pair_lists(a, b, mask):
     """Validated lists of images (and masks) from one pair or lists of pairs."""
-    from .estimate import _single
-
     if _single(a) and _single(b):
         return [as_image(a, "a")], [as_image(b, "b")], [mask]
     if _single(a) or _single(b) or len(a) != len(b) or len(a) == 0:
@@ -647,8 +648,6 @@ def _crop_to_shift(a, b, mask, shift):
 def _half_statistics(pair: PreparedPair, shape, background):
     """``(fold, statistics)`` of the two halves of the used pixels (split across the longer
     side).  With a background, each half has its own, profiled out."""
-    from ._conventions import make_geometry
-
     kh, kw = shape
     Ho, Wo = pair.b_used.shape
     n_background = 0 if background is None else (background + 1) * (background + 2) // 2

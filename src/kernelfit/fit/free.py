@@ -12,19 +12,19 @@ import time
 
 import numpy as np
 
-from .background import fitted_background, profiled_statistics
-from .design import PreparedPair
-from .diagnostics import gram_condition
-from .forward import ExtendedSpectrum
-from .regularisers import NONSMOOTH, penalty_matrix
+from ..core.design import PreparedPair
+from ..core.diagnostics import gram_condition
+from ..core.forward import ExtendedSpectrum
 from .result import KernelFit, ResidualImages
-from .select import choose_lambda
-from .select_iterative import choose_lambda_iterative
-from .solvers import solve_normal_equations
-from .solvers.constrained import solve_quadratic, system_matrix
-from .solvers.iterative import FFTKernelOperator, solve_iterative
-from .solvers.weighted import matrix_free_pays, solve_weighted
-from .stats import choose_method, statistics, tiles_pay
+from ..select.direct import choose_lambda
+from ..select.iterative import choose_lambda_iterative
+from ..solvers.constrained import solve_quadratic, system_matrix
+from ..solvers.direct import solve_normal_equations
+from ..solvers.iterative import FFTKernelOperator, solve_iterative
+from ..solvers.regularisers import NONSMOOTH, penalty_matrix
+from ..solvers.weighted import matrix_free_pays, solve_weighted
+from ..stats.background import fitted_background, profiled_statistics
+from ..stats.compute import choose_method, statistics, tiles_pay
 
 # The direct path holds a p×p Gram matrix and factors it in O(p³); the matrix-free path costs
 # O(N log N) per iteration.  Measured (benchmarks/bench_regularisation.py part 4, 512² photo,

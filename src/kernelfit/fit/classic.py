@@ -84,11 +84,11 @@ import scipy.ndimage
 import scipy.optimize
 import scipy.sparse.linalg
 
-from .design import PreparedPair
-from .forward import ExtendedSpectrum
+from ..core.design import PreparedPair
+from ..core.forward import ExtendedSpectrum
 from .free import free_kernel_fit
 from .result import KernelFit, ResidualImages
-from .stats import statistics
+from ..stats.compute import statistics
 
 METHODS = ("fourier", "wiener", "richardson-lucy")
 EDGES = ("auto", "window", "periodic", "none")
@@ -492,7 +492,7 @@ def fit_fourier(pairs: list[PreparedPair], shape, *, single, noise_std=None, edg
     Examples
     --------
     >>> import numpy as np, kernelfit as kf
-    >>> from kernelfit.design import prepare_pair
+    >>> from kernelfit.core.design import prepare_pair
     >>> rng = np.random.default_rng(0)
     >>> a, k = rng.random((32, 32)), rng.random((3, 3))
     >>> pair = prepare_pair(a, kf.convolve(a, k, boundary="wrap"), 3, boundary="wrap")
@@ -686,7 +686,7 @@ def fit_wiener(pairs: list[PreparedPair], shape, *, single, eps="auto", edges="a
     Examples
     --------
     >>> import numpy as np, kernelfit as kf
-    >>> from kernelfit.design import prepare_pair
+    >>> from kernelfit.core.design import prepare_pair
     >>> rng = np.random.default_rng(0)
     >>> a, k = rng.random((64, 64)), rng.random((3, 3))
     >>> b = kf.convolve(a, k, boundary="wrap") + rng.normal(0, 1e-3, a.shape)
@@ -842,7 +842,7 @@ def fit_richardson_lucy(pairs: list[PreparedPair], shape, *, single, noise_std=N
     Examples
     --------
     >>> import numpy as np, kernelfit as kf
-    >>> from kernelfit.design import prepare_pair
+    >>> from kernelfit.core.design import prepare_pair
     >>> rng = np.random.default_rng(0)
     >>> a, k = rng.random((64, 64)), np.array([[0.1, 0.2], [0.6, 0.1]])
     >>> pair = prepare_pair(a, kf.convolve(a, k, boundary="valid"), 2, boundary="valid")

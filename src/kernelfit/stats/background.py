@@ -49,9 +49,10 @@ import numpy as np
 import scipy.linalg
 from numpy.polynomial import legendre
 
-from .design import PreparedPair
-from .forward import ExtendedSpectrum
-from .stats import SufficientStatistics, statistics
+from ..core.design import PreparedPair
+from ..core.forward import ExtendedSpectrum
+from .compute import statistics
+from .gram import SufficientStatistics
 
 # TᵀWT with a condition number above this is treated as singular: the used pixels do not
 # determine the polynomial (e.g. every used pixel on one row with a term in y).
@@ -287,7 +288,7 @@ def background_terms(pair: PreparedPair, shape, degree, *, spectrum=None,
     Examples
     --------
     >>> import numpy as np
-    >>> from kernelfit.design import prepare_pair
+    >>> from kernelfit.core.design import prepare_pair
     >>> a = np.random.default_rng(0).random((20, 20))
     >>> terms = background_terms(prepare_pair(a, a, 3, boundary="valid"), (3, 3), 1)
     >>> terms.names, terms.cross.shape
@@ -339,8 +340,8 @@ def profile_out(stats: SufficientStatistics, terms: BackgroundTerms) -> Profiled
     Examples
     --------
     >>> import numpy as np
-    >>> from kernelfit.design import prepare_pair
-    >>> from kernelfit.forward import convolve
+    >>> from kernelfit.core.design import prepare_pair
+    >>> from kernelfit.core.forward import convolve
     >>> from kernelfit.stats import statistics
     >>> rng = np.random.default_rng(0)
     >>> a, k = rng.random((30, 30)), rng.random((3, 3))
@@ -451,7 +452,7 @@ def project_out(residual, terms: BackgroundTerms) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> from kernelfit.design import prepare_pair
+    >>> from kernelfit.core.design import prepare_pair
     >>> a = np.random.default_rng(0).random((12, 12))
     >>> terms = background_terms(prepare_pair(a, a, 3, boundary="valid"), (3, 3), 1)
     >>> r = 3.0 + 2.0 * terms.basis.image(2)

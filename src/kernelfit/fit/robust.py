@@ -122,16 +122,21 @@ import scipy.signal
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import ndtr
 
-from .background import fitted_background, profiled_statistics, residual_with_background
-from .design import PreparedPair
-from .forward import ExtendedSpectrum, convolve_extended
+from ..core.design import PreparedPair
+from ..core.forward import ExtendedSpectrum, convolve_extended
 from .free import free_kernel_fit
-from .models.fit_parametric import _density_at_zero
-from .regularisers import QUADRATIC, penalty_matrix
 from .result import KernelFit, ResidualImages
-from .solvers import solve_normal_equations
-from .solvers.constrained import solve_quadratic
-from .stats import SufficientStatistics, choose_method, statistics
+from ..models.fit_parametric import _density_at_zero
+from ..solvers.constrained import solve_quadratic
+from ..solvers.direct import solve_normal_equations
+from ..solvers.regularisers import QUADRATIC, penalty_matrix
+from ..stats.background import (
+    fitted_background,
+    profiled_statistics,
+    residual_with_background,
+)
+from ..stats.compute import choose_method, statistics
+from ..stats.gram import SufficientStatistics
 
 __all__ = ["fit_free_robust", "MAX_LP_ENTRIES", "HUBER_C", "LOSSES", "METHODS"]
 
@@ -238,7 +243,7 @@ def fit_free_robust(pairs: list[PreparedPair], shape, *, loss, f_scale=None, cli
     Examples
     --------
     >>> import numpy as np, kernelfit as kf
-    >>> from kernelfit.design import prepare_pair
+    >>> from kernelfit.core.design import prepare_pair
     >>> rng = np.random.default_rng(0)
     >>> a = rng.random((60, 60))
     >>> k = np.array([[0.0, 0.2, 0.0], [0.1, 0.5, 0.1], [0.0, 0.1, 0.0]])
@@ -338,7 +343,7 @@ def fit_robust_with_background(pairs: list[PreparedPair], shape, *, background, 
     Examples
     --------
     >>> import numpy as np, kernelfit as kf
-    >>> from kernelfit.design import prepare_pair
+    >>> from kernelfit.core.design import prepare_pair
     >>> rng = np.random.default_rng(0)
     >>> a, k = rng.random((60, 60)), np.array([[0.1, 0.2], [0.3, 0.4]])
     >>> b = kf.convolve(a, k, mode="valid") + 2.0 + 1e-3 * rng.standard_normal((59, 59))

@@ -2,47 +2,31 @@
 
 from __future__ import annotations
 
-import numbers
-import warnings
-
-import numpy as np
-
-from ._conventions import normalize_boundary, normalize_shape
-from . import classic
-from .background import check_degree, fitted_background, profiled_statistics
-from .defects import check_saturation_option
-from .diagnostics import user_stacklevel
-from .design import PreparedPair, prepare_pair
-from .distributed import has_dask_input
-from .free import fit_free_direct, fit_free_iterative, uses_direct_path
-from .models import fit_lowrank, fit_powerlaw, fit_radial, fit_separable
-from .models._common import MAX_STATISTICS_UNKNOWNS
-from .models.fit_parametric import fit_parametric
-from .models.parametric import MODEL_CLASSES, KernelModel, make_model
-from .regularisers import NONSMOOTH, QUADRATIC
-from .result import KernelFit, ResidualImages
-from .robust import fit_free_robust, fit_robust_with_background
-from .solvers import RankDeficientWarning
-
-# Structured models: the fitting function and the estimate() options it takes (estimate's
-# name -> the function's keyword).
-STRUCTURED = {
-    "radial": (fit_radial, {"radial_bins": "bins", "smooth": "smooth"}),
-    "powerlaw": (fit_powerlaw, {"exponent_bounds": "exponent_bounds"}),
-    "separable": (fit_separable, {}),
-    "lowrank": (fit_lowrank, {"rank": "rank"}),
-}
-# Options of the free model: the matrix-free path's (solvers.iterative.solve_iterative) and the
-# robust fits' (kernelfit.robust: the Huber threshold and sigma-clipping).
-FREE_OPTIONS = ("tol", "maxiter")
-ROBUST_OPTIONS = ("f_scale", "clip", "tol", "maxiter")
-PARAMETRIC = tuple(MODEL_CLASSES)
-# Options of fit_parametric itself; every other model option goes to the model family.
-PARAMETRIC_FIT_OPTIONS = ("f_scale", "fit_offset", "x0", "n_refine")
-MODELS = ("free",) + tuple(STRUCTURED) + PARAMETRIC
-LOSSES = ("l2", "l1", "huber")
-REGULARISERS = (None,) + QUADRATIC + NONSMOOTH
-METHODS = (None, "normal", "iterative", "lp") + classic.METHODS
+from ..core.conventions import normalize_boundary, normalize_shape
+from ..core.defects import check_saturation_option
+from ..core.design import _prepare_pairs, _single
+from ..core.inputs import has_dask_input
+from ..fit import classic
+from ..fit.annotate import _annotate, _warn_if_constant, _with_rounding
+from ..fit.free import fit_free_direct, fit_free_iterative, uses_direct_path
+from ..fit.models import STRUCTURED, _fit_parametric, _fit_structured
+from ..fit.result import KernelFit
+from ..fit.robust import fit_free_robust, fit_robust_with_background
+from .options import (
+    FREE_OPTIONS,
+    PARAMETRIC,
+    ROBUST_OPTIONS,
+    _check_options,
+    _refuse,
+    _structured_options,
+)
+from ..models.parametric import KernelModel
+from ..solvers.regularisers import NONSMOOTH
+from ..stats.background import check_degree
+from .auto import estimate_auto
+from .channels import estimate_channels
+from .distributed import estimate as estimate_dask
+from .variation import estimate_varying
 
 
 def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="l2",
@@ -219,17 +203,14 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     if has_dask_input(a, b, mask):  # statistics per chunk on the Dask cluster
         arguments = dict(locals())
         arguments.update(arguments.pop("model_options"))
-        from .distributed import estimate as estimate_dask
-
         return estimate_dask(**arguments)
     if channel_axis is not None or shared_channels is not False:
         return _front_door("channels", locals())
     if variation is not None:
         return _front_door("variation", locals())
     if shape is None or (isinstance(boundary, str) and boundary.lower() == "auto"):
-        from .auto import estimate_auto  # the automatic choices call back into estimate()
-
-        return estimate_auto(a, b, shape, boundary=boundary, center=center, model=model,
+        return estimate_auto(a, b, shape, refit=estimate, boundary=boundary, center=center,
+                             model=model,
                              loss=loss, reg=reg, lam=lam, nonneg=nonneg, normalize=normalize,
                              mask=mask, method=method, noise_std=noise_std,
                              background=background, saturation=saturation,
@@ -302,14 +283,6 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
                                    single=_single(a), **model_options))
 
 
-def _with_rounding(noise_std, pairs):
-    """The whole noise of ``b``: the sensor's (if known) and the rounding of integer images
-    (LSB²/12, see kernelfit.defects) — the discrepancy principle's target."""
-    if noise_std is None:
-        return None
-    return float(np.sqrt(noise_std ** 2 + _quantisation_floor(pairs)))
-
-
 def _fit_robust(pairs, shape, *, loss, reg, lam, nonneg, normalize, method, background,
                 options, single) -> KernelFit:
     """A free kernel under loss='huber'/'l1', method='lp' or sigma-clipping (clip=)."""
@@ -340,191 +313,12 @@ def _fit_robust(pairs, shape, *, loss, reg, lam, nonneg, normalize, method, back
 
 def _front_door(name: str, frame: dict):
     """Hand estimate()'s arguments (``locals()`` on entry, model options flattened) to the
-    channel or variation front door; imported here because those modules import this one."""
+    channel or variation front door (the channels refit through ``estimate`` itself)."""
     arguments = dict(frame)
     arguments.update(arguments.pop("model_options"))
     if name == "channels":
-        from .channels import estimate_channels
-        return estimate_channels(**arguments)
-    from .variation import estimate_varying
+        return estimate_channels(**arguments, refit=estimate)
     return estimate_varying(**arguments)
 
 
-def _refuse(model, **options):
-    """Raise for options (given as name=value, unset = None/False) the model cannot honour."""
-    for name, value in options.items():
-        if value is not None and value is not False:
-            raise ValueError(f"{name}={value!r} is not available with model={model!r}")
 
-
-def _structured_options(model, model_options, *, reg, nonneg, normalize, method):
-    """Translate estimate()'s options for a structured model; refuse what it cannot do."""
-    _refuse(model, reg=reg, nonneg=nonneg, normalize=normalize, method=method)
-    accepted = STRUCTURED[model][1]
-    unknown = sorted(set(model_options) - set(accepted))
-    if unknown:
-        raise TypeError(f"model={model!r} does not take {unknown}; it takes {sorted(accepted)}")
-    return {accepted[name]: value for name, value in model_options.items()}
-
-
-def _fit_structured(model, pairs, shape, options, *, single, background) -> KernelFit:
-    fitter = STRUCTURED[model][0]
-    stats, terms, fitted, info = _profile_background(pairs, shape, background, model=model)
-    if stats is not None:
-        options = dict(options, statistics=stats)
-    result = fitter(pairs, shape, **options)
-    if terms is not None:
-        fitted, info = fitted_background(terms, result.kernel, single=single)
-    stderr = dict(result.stderr)
-    geometry = pairs[0].geometry
-    return KernelFit(
-        kernel=result.kernel, shape=shape, center=geometry.center, boundary=geometry.boundary,
-        model=model, params=result.params, stderr=stderr, cov=result.cov, background=fitted,
-        _residual=ResidualImages(pairs, None, result.kernel, single=single, backgrounds=terms),
-        noise_std=result.noise_std, lam=None,
-        n_used=result.n_used if stats is None else stats.n_pixels,
-        converged=result.converged, message=result.message, method=result.method,
-        info=dict(result.info, rss=result.rss, dof=result.dof,
-                  **({"background": info} if info else {})),
-    )
-
-
-def _profile_background(pairs, shape, background, *, model):
-    """Profiled statistics for a model fitted on them: ``(stats, terms, None, {})``, or all
-    empty without a background."""
-    if background is None:
-        return None, None, None, {}
-    if shape[0] * shape[1] > MAX_STATISTICS_UNKNOWNS:
-        raise ValueError(f"background={background} with model={model!r} needs the sufficient "
-                         f"statistics, so at most {MAX_STATISTICS_UNKNOWNS} kernel pixels; "
-                         f"shape={shape} has {shape[0] * shape[1]}")
-    stats, terms, _ = profiled_statistics(pairs, shape, background)
-    return stats, terms, None, {}
-
-
-def _fit_parametric(model, pairs, shape, *, loss, normalize, options, single,
-                    background) -> KernelFit:
-    fit_options = {k: v for k, v in options.items() if k in PARAMETRIC_FIT_OPTIONS}
-    family = make_model(model, **{k: v for k, v in options.items()
-                                  if k not in PARAMETRIC_FIT_OPTIONS})
-    stats, terms, fitted, info = _profile_background(pairs, shape, background,
-                                                     model=family.name)
-    result = fit_parametric(pairs if stats is None else stats, family, shape, loss=loss,
-                            normalize=normalize, **fit_options)
-    n_used = result.n_used
-    if terms is not None:
-        fitted, info = fitted_background(terms, result.kernel, single=single)
-        n_used = stats.n_pixels
-    geometry = pairs[0].geometry
-    return KernelFit(
-        kernel=result.kernel, shape=shape, center=geometry.center, boundary=geometry.boundary,
-        model=family.name, params=result.params, stderr=result.stderr, cov=result.cov,
-        background=fitted,
-        _residual=ResidualImages(pairs, None, result.kernel, single=single, backgrounds=terms),
-        noise_std=result.noise_std, lam=None, n_used=n_used,
-        converged=result.converged, message=result.message, method=f"parametric-{loss}",
-        info=dict(result.info, objective=result.objective, free=result.free, loss=loss,
-                  **({"background": info} if info else {})),
-    )
-
-
-def _single(a) -> bool:
-    """One image (an array, or a nested list of numbers), not a list of images."""
-    if not isinstance(a, (list, tuple)):
-        return True
-    return len(a) > 0 and all(np.ndim(row) <= 1 for row in a)
-
-
-def _warn_if_constant(pairs, shape, fit: KernelFit) -> KernelFit:
-    """A constant ``a`` fixes only the kernel's sum: say so (the free model's solver already
-    does, through the Gram matrix's rank)."""
-    if shape[0] * shape[1] > 1 and all(np.ptp(pair.extended) == 0 for pair in pairs):
-        warnings.warn(f"a is constant, so it determines only the kernel's sum, not a kernel "
-                      f"of shape {shape}", RankDeficientWarning, stacklevel=user_stacklevel())
-        fit.converged = False
-    return _annotate(pairs, fit)
-
-
-def _annotate(pairs, fit: KernelFit) -> KernelFit:
-    """Record what preparing the pairs found: the used pixels, saturation, quantisation."""
-    single = len(pairs) == 1
-    maps = [pair.used_map() for pair in pairs]
-    fit.info["used"] = maps[0] if single else maps
-    if single:
-        fit.info.update(pairs[0].notes)
-    elif any(pair.notes for pair in pairs):
-        fit.info["defects"] = [pair.notes for pair in pairs]
-    floor = _quantisation_floor(pairs)
-    if floor > 0:
-        fit.info["quantisation_var"] = floor
-        if not np.isnan(fit.noise_std) and fit.noise_std ** 2 < floor:
-            # Integer images cannot be fitted better than their rounding: the residuals of an
-            # over-fitted model understate it, and the standard errors would follow them.
-            scale = np.sqrt(floor) / fit.noise_std if fit.noise_std > 0 else np.inf
-            fit.noise_std = float(np.sqrt(floor))
-            if fit.stderr is not None and np.isfinite(scale):
-                fit.stderr = _scaled(fit.stderr, scale)
-                fit.cov = None if fit.cov is None else fit.cov * scale ** 2
-    # After the noise floor: whether a and this noise level determine the kernel.
-    from .diagnostics import annotate as annotate_identifiability
-    annotate_identifiability(pairs, fit)
-    return fit
-
-
-def _quantisation_floor(pairs) -> float:
-    """Rounding variance of integer ``b`` (LSB²/12), mean over the used pixels.
-
-    Only ``b``'s: an integer ``a`` is the model's input as it is (a binary mask, a photo
-    file), so its values carry no error with respect to ``b ≈ a ⊛ k``.
-    """
-    n = sum(pair.n_used for pair in pairs)
-    return float(sum(pair.n_used * pair.quantisation_var for pair in pairs) / n)
-
-
-def _scaled(stderr, scale):
-    if isinstance(stderr, dict):
-        return {name: value * scale for name, value in stderr.items()}
-    return stderr * scale
-
-
-def _check_options(*, model, loss, reg, lam, method, shape, nonneg, normalize, noise_std):
-    if not isinstance(model, KernelModel) and model not in MODELS:
-        raise ValueError(f"model={model!r} is not available; available: {MODELS} or a "
-                         "kernelfit.models.parametric.KernelModel object")
-    if loss not in LOSSES:
-        raise ValueError(f"loss={loss!r} is not available; available: {LOSSES}")
-    if reg not in REGULARISERS:
-        raise ValueError(f"reg={reg!r} is not available; available: {REGULARISERS}")
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is not available; available: {METHODS}")
-    if reg is None and lam != "auto":
-        raise ValueError(f"lam={lam!r} is given but reg=None; pass reg='ridge' (or another "
-                         "regulariser) to use it")
-    if reg is not None and lam != "auto" and not _is_finite_number(lam, minimum=0.0):
-        raise ValueError(f"lam={lam!r}: reg={reg!r} needs lam='auto' or a finite number >= 0")
-    if not isinstance(nonneg, (bool, np.bool_)):
-        raise TypeError(f"nonneg={nonneg!r} must be True or False")
-    if normalize is not None and not _is_finite_number(normalize):
-        raise ValueError(f"normalize={normalize!r} must be None or a finite number (the kernel sum)")
-    if nonneg and normalize is not None and normalize < 0:
-        raise ValueError(f"normalize={normalize!r} is impossible with nonneg=True")
-    if noise_std is not None and not (_is_finite_number(noise_std) and noise_std > 0):
-        raise ValueError(f"noise_std={noise_std!r} must be None or a finite number > 0")
-
-
-def _is_finite_number(value, minimum=None) -> bool:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        return False
-    return bool(np.isfinite(value)) and (minimum is None or value >= minimum)
-
-
-def _prepare_pairs(a, b, shape, *, mask, **options) -> list[PreparedPair]:
-    if _single(a) and _single(b):
-        return [prepare_pair(a, b, shape, mask=mask, **options)]
-    if _single(a) or _single(b) or len(a) != len(b) or len(a) == 0:
-        raise ValueError("a and b must both be images, or lists of the same non-zero length")
-    masks = [None] * len(a) if mask is None else mask
-    if not isinstance(masks, (list, tuple)) or len(masks) != len(a):
-        raise ValueError("with lists of pairs, mask must be None or a list of the same length")
-    return [prepare_pair(ai, bi, shape, mask=mi, label=f"[{i}]", **options)
-            for i, (ai, bi, mi) in enumerate(zip(a, b, masks))]

@@ -1,0 +1,153 @@
+"""(moved from kernelfit.variation)"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .conventions import as_image, make_geometry
+from .forward import convolve as convolve_plain
+
+
+def check_variation(degree) -> int:
+    """Validate ``variation=``: a non-negative integer polynomial degree.
+
+    Examples
+    --------
+    >>> check_variation(2)
+    2
+    """
+    if isinstance(degree, (bool, np.bool_)) or not isinstance(degree, numbers.Integral) \
+            or degree < 0:
+        raise ValueError(f"variation={degree!r} must be None or a non-negative integer (the "
+                         "polynomial degree of the kernel's variation over the image)")
+    return int(degree)
+
+
+def monomial_powers(degree: int) -> list[tuple[int, int]]:
+    """``(p, q)`` of the terms ``y^p x^q``, total degree ``≤ degree``: ``1, x, y, x², xy, y², …``.
+
+    Examples
+    --------
+    >>> monomial_powers(1)
+    [(0, 0), (0, 1), (1, 0)]
+    """
+    return [(p, n - p) for n in range(degree + 1) for p in range(n + 1)]
+
+
+def term_names(degree: int) -> list[str]:
+    """Names of the terms, e.g. ``['1', 'x', 'y']`` for degree 1.
+
+    Examples
+    --------
+    >>> term_names(2)
+    ['1', 'x', 'y', 'x^2', 'x*y', 'y^2']
+    """
+    def power(variable, n):
+        return "" if n == 0 else variable if n == 1 else f"{variable}^{n}"
+
+    return ["*".join(filter(None, (power("x", q), power("y", p)))) or "1"
+            for p, q in monomial_powers(degree)]
+
+
+def scaled(coordinate, n: int):
+    """Pixel index along an axis of ``n`` pixels → ``[−1, 1]`` (0 for a single pixel)."""
+    coordinate = np.asarray(coordinate, dtype=np.float64)
+    return 2.0 * coordinate / (n - 1) - 1.0 if n > 1 else 0.0 * coordinate
+
+
+@dataclass
+class VaryingKernel:
+    """A kernel whose coefficients are polynomials of the position: ``Σ_t m_t(y, x)·k_t``.
+
+    Parameters
+    ----------
+    coefficients : (T, kh, kw) ndarray
+        ``k_t`` for the terms of :func:`monomial_powers` (``coefficients[0]`` is the kernel at
+        the centre of the frame).
+    degree : int
+    frame : (H, W)
+        The shape of ``b`` whose pixel indices are the coordinates (scaled to [−1, 1]).
+    center : (int, int)
+        Kernel index landing on the output pixel, as in :func:`kernelfit.convolve`.
+    origin : (int, int), default (0, 0)
+        Index of ``a`` on which pixel ``(0, 0)`` of the frame is centred (0 for a ``b`` shaped
+        like ``a``; ``−center`` for a 'full' ``b``, ``shape − 1 − center`` for a 'valid' one);
+        :meth:`convolve` uses it to place any output it makes on the frame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> k0, kx = np.eye(3) / 3, np.eye(3)[::-1] / 30
+    >>> vk = VaryingKernel(np.stack([k0, kx, 0 * k0]), 1, frame=(21, 41), center=(1, 1))
+    >>> np.allclose(vk.at(10, 40), k0 + kx), np.allclose(vk.at(10, 20), k0)
+    (True, True)
+    """
+
+    coefficients: np.ndarray
+    degree: int
+    frame: tuple[int, int]
+    center: tuple[int, int]
+    origin: tuple[int, int] = (0, 0)
+    powers: list = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.degree = check_variation(self.degree)
+        self.coefficients = np.asarray(self.coefficients, dtype=np.float64)
+        self.powers = monomial_powers(self.degree)
+        if self.coefficients.ndim != 3 or len(self.coefficients) != len(self.powers):
+            raise ValueError(f"coefficients has shape {self.coefficients.shape}; degree="
+                             f"{self.degree} needs ({len(self.powers)}, kh, kw)")
+        if not np.all(np.isfinite(self.coefficients)):
+            raise ValueError("coefficients contain NaN or infinite values")
+        self.frame = tuple(int(n) for n in self.frame)
+        self.center = tuple(int(c) for c in self.center)
+        self.origin = tuple(int(o) for o in self.origin)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.coefficients.shape[1:]
+
+    def term_values(self, y, x) -> np.ndarray:
+        """``m_t`` at pixel ``(y, x)`` of the frame (scalars or broadcastable arrays)."""
+        sy, sx = scaled(y, self.frame[0]), scaled(x, self.frame[1])
+        return np.array([sy ** p * sx ** q for p, q in self.powers])
+
+    def at(self, y, x) -> np.ndarray:
+        """The kernel at pixel ``(y, x)`` of ``b`` (row, column; fractional and outside are
+        fine: the polynomial is evaluated there)."""
+        return np.tensordot(self.term_values(float(y), float(x)), self.coefficients, axes=1)
+
+    def convolve(self, a, *, boundary="fill", center=None, mode="same") -> np.ndarray:
+        """``Σ_t m_t ⊙ (a ⊛ k_t)``, exactly; the arguments are those of :func:`kernelfit.convolve`.
+
+        Each output pixel takes the coordinates of the pixel of ``b`` it stands for, so
+        ``convolve(a, fit.varying, boundary=fit.boundary)`` predicts the ``b`` of a fit.
+        """
+        center = self.center if center is None else center
+        mode = "valid" if boundary == "valid" else mode
+        planes = [convolve_plain(a, k, boundary=boundary, center=center, mode=mode)
+                  for k in self.coefficients]
+        geometry = make_geometry(as_image(a, "a").shape, self.shape, boundary=boundary,
+                                 center=center, output_size=mode)
+        shift = _output_origin(mode, self.shape, geometry.center)
+        H, W = planes[0].shape
+        return _weighted_sum(planes, self.powers, np.arange(H) + shift[0] - self.origin[0],
+                             np.arange(W) + shift[1] - self.origin[1], self.frame)
+
+
+def _output_origin(output_size, shape, center) -> tuple[int, int]:
+    """Index of ``a`` on which output pixel ``(0, 0)`` is centred, for each output size."""
+    return {"same": (0, 0), "valid": (shape[0] - 1 - center[0], shape[1] - 1 - center[1]),
+            "full": (-center[0], -center[1])}[output_size]
+
+
+def _weighted_sum(planes, powers, rows, cols, frame) -> np.ndarray:
+    """``Σ_t y^p x^q ⊙ planes[t]`` with ``(y, x)`` the scaled ``rows × cols`` of ``frame``."""
+    sy, sx = scaled(rows, frame[0]), scaled(cols, frame[1])
+    out = np.zeros(np.shape(planes[0]), dtype=np.result_type(planes[0], np.float64))
+    for plane, (p, q) in zip(planes, powers):
+        out += (sy ** p)[:, None] * (sx ** q)[None, :] * plane
+    return out

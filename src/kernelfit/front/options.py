@@ -1,0 +1,82 @@
+"""(moved from kernelfit.estimate)"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..fit import classic
+from ..fit.models import STRUCTURED
+from ..models.parametric import MODEL_CLASSES, KernelModel
+from ..solvers.regularisers import NONSMOOTH, QUADRATIC
+
+# Options of the free model: the matrix-free path's (solvers.iterative.solve_iterative) and the
+# robust fits' (kernelfit.robust: the Huber threshold and sigma-clipping).
+FREE_OPTIONS = ("tol", "maxiter")
+
+
+ROBUST_OPTIONS = ("f_scale", "clip", "tol", "maxiter")
+
+
+PARAMETRIC = tuple(MODEL_CLASSES)
+
+
+MODELS = ("free",) + tuple(STRUCTURED) + PARAMETRIC
+
+
+LOSSES = ("l2", "l1", "huber")
+
+
+REGULARISERS = (None,) + QUADRATIC + NONSMOOTH
+
+
+METHODS = (None, "normal", "iterative", "lp") + classic.METHODS
+
+
+def _check_options(*, model, loss, reg, lam, method, shape, nonneg, normalize, noise_std):
+    if not isinstance(model, KernelModel) and model not in MODELS:
+        raise ValueError(f"model={model!r} is not available; available: {MODELS} or a "
+                         "kernelfit.models.parametric.KernelModel object")
+    if loss not in LOSSES:
+        raise ValueError(f"loss={loss!r} is not available; available: {LOSSES}")
+    if reg not in REGULARISERS:
+        raise ValueError(f"reg={reg!r} is not available; available: {REGULARISERS}")
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not available; available: {METHODS}")
+    if reg is None and lam != "auto":
+        raise ValueError(f"lam={lam!r} is given but reg=None; pass reg='ridge' (or another "
+                         "regulariser) to use it")
+    if reg is not None and lam != "auto" and not _is_finite_number(lam, minimum=0.0):
+        raise ValueError(f"lam={lam!r}: reg={reg!r} needs lam='auto' or a finite number >= 0")
+    if not isinstance(nonneg, (bool, np.bool_)):
+        raise TypeError(f"nonneg={nonneg!r} must be True or False")
+    if normalize is not None and not _is_finite_number(normalize):
+        raise ValueError(f"normalize={normalize!r} must be None or a finite number (the kernel sum)")
+    if nonneg and normalize is not None and normalize < 0:
+        raise ValueError(f"normalize={normalize!r} is impossible with nonneg=True")
+    if noise_std is not None and not (_is_finite_number(noise_std) and noise_std > 0):
+        raise ValueError(f"noise_std={noise_std!r} must be None or a finite number > 0")
+
+
+def _is_finite_number(value, minimum=None) -> bool:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return False
+    return bool(np.isfinite(value)) and (minimum is None or value >= minimum)
+
+
+def _refuse(model, **options):
+    """Raise for options (given as name=value, unset = None/False) the model cannot honour."""
+    for name, value in options.items():
+        if value is not None and value is not False:
+            raise ValueError(f"{name}={value!r} is not available with model={model!r}")
+
+
+def _structured_options(model, model_options, *, reg, nonneg, normalize, method):
+    """Translate estimate()'s options for a structured model; refuse what it cannot do."""
+    _refuse(model, reg=reg, nonneg=nonneg, normalize=normalize, method=method)
+    accepted = STRUCTURED[model][1]
+    unknown = sorted(set(model_options) - set(accepted))
+    if unknown:
+        raise TypeError(f"model={model!r} does not take {unknown}; it takes {sorted(accepted)}")
+    return {accepted[name]: value for name, value in model_options.items()}

@@ -1,0 +1,9 @@
+"""Layer 4, ``select``: the choice of the regularisation weight λ.
+
+Generalised cross-validation and the discrepancy principle, exactly on the statistics
+(:mod:`~kernelfit.select.direct`) or with randomized traces on the matrix-free operator
+(:mod:`~kernelfit.select.iterative`).
+
+Rule: returns choices with their evidence (the curve searched), never a fit; imports
+``solvers``, ``stats`` and ``core`` only.
+"""
