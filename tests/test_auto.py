@@ -11,6 +11,7 @@ from scipy import ndimage
 
 import kernelfit as kf
 from kernelfit.front import auto
+from kernelfit.select import shape as shape_choice
 from kernelfit import cli
 from kernelfit.demo import EDITOR_MATRIX
 
@@ -228,7 +229,7 @@ def test_chosen_window_covers_the_kernel_and_not_much_more(k):
     # The lowest score, or a smaller window within the tolerance of it.
     lowest = min(record["scores"])
     chosen = record["scores"][record["candidates"].index(record["chosen"])]
-    assert chosen <= lowest + auto.SCORE_TOLERANCE * max(lowest, 1.0)
+    assert chosen <= lowest + shape_choice.SCORE_TOLERANCE * max(lowest, 1.0)
     assert np.abs(fit.info["kernel_offset"]).max() < 0.5  # centred kernels
 
 
@@ -251,7 +252,7 @@ def test_kernel_larger_than_the_first_probe_grows_the_window():
     a = texture((112, 112), seed=14, smooth=0.7)
     k = gaussian(2.8)  # support 21x21 at 1e-3 of the peak, wider than the first probe
     fit = kf.estimate(a, blurred(a, k, "reflect"), None)
-    assert fit.info["shape_scores"]["probe"] != f"{auto.PROBE_SIZE}x{auto.PROBE_SIZE}"
+    assert fit.info["shape_scores"]["probe"] != f"{shape_choice.PROBE_SIZE}x{shape_choice.PROBE_SIZE}"
     assert energy_covered(k, fit.shape, fit.center) >= 0.99
     assert max(fit.shape) <= max(support(k)) + 4
 

@@ -48,7 +48,7 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         through :func:`kernelfit.tiles.estimate_tiled`.
     shape : int or (kh, kw) or None
         Kernel size in pixels, odd or even.  ``None``: chosen from the data
-        (:func:`kernelfit.auto.choose_shape`: a generous free probe on the 'valid' interior,
+        (:func:`kernelfit.select.shape.choose_shape`: a generous free probe on the 'valid' interior,
         candidate windows holding given shares of its energy, judged on held-out pixels);
         the window need not be square or centred, ``fit.center`` says where the output pixel
         is, and ``fit.info['shape_scores']`` and ``['kernel_offset']`` hold the evidence and
