@@ -1,31 +1,23 @@
-"""``kf.estimate``: the front door that validates, prepares the pairs and dispatches."""
+"""``kf.estimate``: the front door.
+
+It routes inputs that need a wrapper (Dask arrays, colour channels, a varying kernel, an
+automatic size or edge rule) to that wrapper, which refits through this function; otherwise
+it checks every option once (:func:`kernelfit.front.options.check_request`), chooses the fit
+(:func:`kernelfit.front.dispatch.choose_fit`), prepares the pairs and fits.
+"""
 
 from __future__ import annotations
 
-from ..core.conventions import normalize_boundary, normalize_shape
-from ..core.defects import check_saturation_option
+from functools import partial
+
 from ..core.design import _prepare_pairs, _single
 from ..core.inputs import has_dask_input
-from ..fit import classic
-from ..fit.annotate import _annotate, _warn_if_constant, _with_rounding
-from ..fit.free import fit_free_direct, fit_free_iterative, uses_direct_path
-from ..fit.models import STRUCTURED, _fit_parametric, _fit_structured
 from ..fit.result import KernelFit
-from ..fit.robust import fit_free_robust, fit_robust_with_background
-from .options import (
-    FREE_OPTIONS,
-    PARAMETRIC,
-    ROBUST_OPTIONS,
-    _check_options,
-    _refuse,
-    _structured_options,
-)
-from ..models.parametric import KernelModel
-from ..solvers.regularisers import NONSMOOTH
-from ..stats.background import check_degree
-from .auto import estimate_auto
+from .auto import estimate_auto, is_auto
 from .channels import estimate_channels
+from .dispatch import choose_fit
 from .distributed import estimate as estimate_dask
+from .options import check_request
 from .variation import estimate_varying
 
 
@@ -200,125 +192,34 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     >>> np.allclose(fit.kernel, k)
     True
     """
-    if has_dask_input(a, b, mask):  # statistics per chunk on the Dask cluster
-        arguments = dict(locals())
-        arguments.update(arguments.pop("model_options"))
-        return estimate_dask(**arguments)
-    if channel_axis is not None or shared_channels is not False:
-        return _front_door("channels", locals())
-    if variation is not None:
-        return _front_door("variation", locals())
-    if shape is None or (isinstance(boundary, str) and boundary.lower() == "auto"):
-        return estimate_auto(a, b, shape, refit=estimate, boundary=boundary, center=center,
-                             model=model,
-                             loss=loss, reg=reg, lam=lam, nonneg=nonneg, normalize=normalize,
-                             mask=mask, method=method, noise_std=noise_std,
-                             background=background, saturation=saturation,
-                             saturation_a=saturation_a, **model_options)
-    shape = normalize_shape(shape)
-    boundary = normalize_boundary(boundary)
-    background = check_degree(background)
-    check_saturation_option(saturation, "saturation")
-    check_saturation_option(saturation_a, "saturation_a")
-    prepare = dict(boundary=boundary, center=center, mask=mask, saturation=saturation,
+    options = dict(boundary=boundary, center=center, model=model, loss=loss, reg=reg, lam=lam,
+                   nonneg=nonneg, normalize=normalize, mask=mask, method=method,
+                   noise_std=noise_std, background=background, saturation=saturation,
                    saturation_a=saturation_a)
-    _check_options(model=model, loss=loss, reg=reg, lam=lam, method=method, shape=shape,
-                   nonneg=nonneg, normalize=normalize, noise_std=noise_std)
-    if method in classic.METHODS:
-        classic.check_options(method, model=model, loss=loss, reg=reg, nonneg=nonneg,
-                              normalize=normalize, background=background, options=model_options)
-        pairs = _prepare_pairs(a, b, shape, **prepare)
-        return _annotate(pairs, classic.fit_classic(
-            method, pairs, shape, single=_single(a),
-            noise_std=_with_rounding(noise_std, pairs), **model_options))
-    if isinstance(model, KernelModel) or model in PARAMETRIC:
-        _refuse(model, reg=reg, nonneg=nonneg, method=method)
-        if background is not None and loss != "l2":
-            raise ValueError(f"background={background} is available with loss='l2'; "
-                             f"loss={loss!r} does not fit one yet")
-        pairs = _prepare_pairs(a, b, shape, **prepare)
-        return _warn_if_constant(pairs, shape, _fit_parametric(
-            model, pairs, shape, loss=loss, normalize=normalize, options=model_options,
-            single=_single(a), background=background))
-    if model == "free" and (loss != "l2" or "clip" in model_options or method == "lp"):
-        pairs = _prepare_pairs(a, b, shape, **prepare)
-        return _annotate(pairs, _fit_robust(pairs, shape, loss=loss, reg=reg, lam=lam,
-                                            nonneg=nonneg, normalize=normalize,
-                                            method=method, background=background,
-                                            options=model_options, single=_single(a)))
-    if loss != "l2":
-        raise ValueError(f"loss={loss!r} is available for the free model and the parametric "
-                         f"models {PARAMETRIC}; model={model!r} fits loss='l2'")
-    if model in STRUCTURED:
-        options = _structured_options(model, model_options, reg=reg, nonneg=nonneg,
-                                      normalize=normalize, method=method)
-        pairs = _prepare_pairs(a, b, shape, **prepare)
-        return _warn_if_constant(pairs, shape, _fit_structured(
-            model, pairs, shape, options, single=_single(a), background=background))
-    if "f_scale" in model_options:
-        raise ValueError("f_scale= is the Huber threshold: pass loss='huber' with it")
-    unknown = sorted(set(model_options) - set(FREE_OPTIONS))
-    if unknown:
-        raise TypeError(f"estimate() got options {unknown} that model='free' does not take; "
-                        f"it takes {list(FREE_OPTIONS)} (and, with a robust loss or clip=, "
-                        f"{list(ROBUST_OPTIONS)})")
-    if method == "normal" and reg in NONSMOOTH:
-        raise ValueError(f"reg={reg!r} is solved by a proximal method: use method=None or "
-                         "'iterative', not 'normal'")
-    pairs = _prepare_pairs(a, b, shape, **prepare)
-    fitter = fit_free_direct if uses_direct_path(shape, reg=reg, method=method) \
-        else fit_free_iterative
-    if fitter is fit_free_direct:
-        if model_options:
-            raise ValueError(f"{sorted(model_options)} apply to the matrix-free path; pass "
-                             "method='iterative'")
-        model_options = {"background": background}
-    elif background is not None:
-        raise ValueError(f"background={background} is not available on the matrix-free path "
-                         f"(reg={reg!r}, method={method!r}, shape={shape}); use a quadratic "
-                         "or no regulariser and a kernel of at most 51x51")
-    return _annotate(pairs, fitter(pairs, shape, reg=reg, lam=lam, nonneg=bool(nonneg),
-                                   normalize=normalize,
-                                   noise_std=_with_rounding(noise_std, pairs),
-                                   single=_single(a), **model_options))
+    wrapper = _wrapper(a, b, shape, options, model_options, channel_axis=channel_axis,
+                       shared_channels=shared_channels, variation=variation)
+    if wrapper is not None:
+        return wrapper()
+    problem = check_request(shape, single=_single(a), model_options=model_options, **options)
+    fit = choose_fit(problem)
+    pairs = _prepare_pairs(a, b, problem.shape, **problem.preparation)
+    return fit(pairs)
 
 
-def _fit_robust(pairs, shape, *, loss, reg, lam, nonneg, normalize, method, background,
-                options, single) -> KernelFit:
-    """A free kernel under loss='huber'/'l1', method='lp' or sigma-clipping (clip=)."""
-    if background is not None and (loss == "l1" or method == "lp"):
-        raise ValueError(f"background={background} is available with sigma-clipping (clip=) "
-                         f"and loss='huber', not with loss={loss!r}"
-                         + (" and method='lp'" if method == "lp" else "")
-                         + "; subtract it first, or use loss='huber'")
-    if method == "lp" and loss != "l1":
-        raise ValueError(f"method='lp' is the exact L1 linear program: it needs loss='l1', "
-                         f"not loss={loss!r}")
-    if method == "iterative":
-        raise ValueError(f"loss={loss!r} (or clip=) is solved by reweighting a Gram matrix; "
-                         "method='iterative' is not available with it")
-    unknown = sorted(set(options) - set(ROBUST_OPTIONS))
-    if unknown:
-        raise TypeError(f"a robust free fit does not take {unknown}; it takes "
-                        f"{list(ROBUST_OPTIONS)}")
-    if background is not None:
-        return fit_robust_with_background(
-            pairs, shape, background=background, loss=loss, reg=reg,
-            lam=None if reg is None else lam, nonneg=bool(nonneg), normalize=normalize,
-            single=single, **options)
-    return fit_free_robust(pairs, shape, loss=loss, method="lp" if method == "lp" else None,
-                           reg=reg, lam=None if reg is None else lam, nonneg=bool(nonneg),
-                           normalize=normalize, single=single, **options)
-
-
-def _front_door(name: str, frame: dict):
-    """Hand estimate()'s arguments (``locals()`` on entry, model options flattened) to the
-    channel or variation front door (the channels refit through ``estimate`` itself)."""
-    arguments = dict(frame)
-    arguments.update(arguments.pop("model_options"))
-    if name == "channels":
-        return estimate_channels(**arguments, refit=estimate)
-    return estimate_varying(**arguments)
-
-
-
+def _wrapper(a, b, shape, options, model_options, *, channel_axis, shared_channels,
+             variation):
+    """The front door that refits for these inputs (Dask arrays, channels, a varying kernel,
+    automatic size or edge rule), as a call without arguments; None for a plain fit."""
+    everything = dict(options, **model_options)
+    if has_dask_input(a, b, options["mask"]):  # statistics per chunk on the Dask cluster
+        return partial(estimate_dask, a, b, shape, channel_axis=channel_axis,
+                       shared_channels=shared_channels, variation=variation, **everything)
+    if channel_axis is not None or shared_channels is not False:
+        return partial(estimate_channels, a, b, shape, channel_axis=channel_axis,
+                       shared_channels=shared_channels, variation=variation, refit=estimate,
+                       **everything)
+    if variation is not None:
+        return partial(estimate_varying, a, b, shape, variation=variation, **everything)
+    if shape is None or is_auto(options["boundary"]):
+        return partial(estimate_auto, a, b, shape, refit=estimate, **everything)
+    return None

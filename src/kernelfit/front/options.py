@@ -1,4 +1,11 @@
-"""(moved from kernelfit.estimate)"""
+"""Every option of :func:`kernelfit.estimate`, checked once, at the door.
+
+:func:`check_request` validates the options every fit shares and returns the
+:class:`~kernelfit.core.problem.FitProblem` the dispatch reads; the checks that only one fit
+needs (the options a structured model takes, a robust fit's) are the small helpers below,
+called by :mod:`kernelfit.front.dispatch`.  The messages name the parameter, its value and
+the fix.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,14 @@ import numbers
 
 import numpy as np
 
+from ..core.conventions import normalize_boundary, normalize_shape
+from ..core.defects import check_saturation_option
+from ..core.problem import FitProblem
 from ..fit import classic
 from ..fit.models import STRUCTURED
 from ..models.parametric import MODEL_CLASSES, KernelModel
 from ..solvers.regularisers import NONSMOOTH, QUADRATIC
+from ..stats.background import check_degree
 
 # Options of the free model: the matrix-free path's (solvers.iterative.solve_iterative) and the
 # robust fits' (kernelfit.robust: the Huber threshold and sigma-clipping).
@@ -32,6 +43,25 @@ REGULARISERS = (None,) + QUADRATIC + NONSMOOTH
 
 
 METHODS = (None, "normal", "iterative", "lp") + classic.METHODS
+
+
+def check_request(shape, *, boundary, center, mask, saturation, saturation_a, background,
+                  single, model_options, **options) -> FitProblem:
+    """Validate the options every fit shares; the problem without its pairs.
+
+    ``options`` are ``model``, ``loss``, ``reg``, ``lam``, ``nonneg``, ``normalize``,
+    ``method`` and ``noise_std``, as :func:`kernelfit.estimate` takes them.
+    """
+    shape = normalize_shape(shape)
+    boundary = normalize_boundary(boundary)
+    background = check_degree(background)
+    check_saturation_option(saturation, "saturation")
+    check_saturation_option(saturation_a, "saturation_a")
+    _check_options(shape=shape, **options)
+    preparation = dict(boundary=boundary, center=center, mask=mask, saturation=saturation,
+                       saturation_a=saturation_a)
+    return FitProblem(shape=shape, boundary=boundary, background=background, single=single,
+                      model_options=dict(model_options), preparation=preparation, **options)
 
 
 def _check_options(*, model, loss, reg, lam, method, shape, nonneg, normalize, noise_std):
