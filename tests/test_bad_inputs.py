@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import kernelfit as kf
-from kernelfit.io import files as io
+from kernelfit import io
 
 RNG = np.random.default_rng(2024)
 A = RNG.random((12, 12))

@@ -9,7 +9,7 @@ import pytest
 
 import kernelfit as kf
 from kernelfit import cli
-from kernelfit.io import files as io
+from kernelfit import io
 from kernelfit.fit.channels import ChannelFits
 
 

@@ -10,7 +10,7 @@ import tifffile
 
 import kernelfit as kf
 from kernelfit import cli
-from kernelfit.io import files as io
+from kernelfit import io
 
 # A small asymmetric non-negative kernel summing to 1: a fit in the wrong orientation would
 # not match it, and with zero padding a blurred 8-bit image stays within 0..255.

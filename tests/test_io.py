@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from kernelfit.io import files as io
+from kernelfit import io
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from .io import files as io
+from . import io
 
 # Images larger than this get progress lines even without --verbose: below it a run takes
 # well under a second and the lines would only be noise.

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .result import _jsonable
-from ..io.files import atomic_output
+from ..io.atomic import atomic_output
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io.files import atomic_output
+from ..io.atomic import atomic_output
 from ..stats.background import residual_with_background
 
 

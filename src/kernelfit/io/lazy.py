@@ -1,4 +1,4 @@
-"""(moved from kernelfit.tiles)"""
+"""Images in files read lazily, one rectangle at a time (for fits tile by tile)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.inputs import as_source
-from . import files as io
+from . import readers
 
 # File types LazyImage reads one rectangle at a time (a .zarr store is a directory).
 STREAMED_EXTENSIONS = (".tif", ".tiff", ".npy", ".zarr")
@@ -61,8 +61,8 @@ class LazyImage:
             if not os.path.exists(self.path):
                 raise ValueError(f"{self.path}: no such file or directory")
         else:
-            io._existing_file(self.path)
-        self.page = io._check_page(page, self.path)
+            readers._existing_file(self.path)
+        self.page = readers._check_page(page, self.path)
         if self.page not in (None, 0) and ext not in (".tif", ".tiff"):
             raise ValueError(f"{self.path}: page={page} requested, but {ext} files hold a "
                              "single image (page 0)")
@@ -70,7 +70,7 @@ class LazyImage:
         self._map = None     # (offset, dtype as stored, order) of a mapped layout
         inspect = {".npy": self._inspect_npy, ".zarr": self._inspect_zarr}.get(ext,
                                                                               self._inspect_tiff)
-        shape, dtype = io._call_reader(self.path, lambda _: inspect())
+        shape, dtype = readers._call_reader(self.path, lambda _: inspect())
         if len(shape) != 2:
             raise ValueError(f"{self.path}: holds an array of shape {tuple(shape)}; tiled "
                              "reading needs a 2-D single-channel image")

@@ -44,7 +44,7 @@ import numpy as np
 
 from ..core.conventions import as_image, make_geometry, output_size_of
 from ..core.forward import convolve_extended
-from ..io.files import atomic_output, check_writable
+from ..io.atomic import atomic_output, check_writable
 
 __all__ = ["write_report", "render_report", "render_channel_report", "compact_html",
            "check_report_path"]

@@ -1,76 +1,34 @@
-"""Reading images and kernels from files, and writing results atomically.
+"""Reading images, masks and kernels from files.
 
-Formats are chosen by file extension:
-
-===================  ============================  =========================================
-extension            read                          write
-===================  ============================  =========================================
-``.npy``             any array, as stored          images and kernels, exactly
-``.png``             8/16-bit (imageio)            images rounded to 8/16 bits; kernels as a
-                                                   picture (lossy, for viewing only)
-``.jpg .jpeg``       8-bit (imageio)               images rounded to 8 bits (lossy codec)
-``.bmp .gif``        8-bit (imageio)               images rounded to 8 bits
-``.tif .tiff``       8/16-bit, float (tifffile)    images as float or the input's integer
-                     one page (``page=``)          type; kernels as float64
-``.fits .fit .fts``  as stored (astropy, optional)  float64
-``.csv .txt``        kernels only                  kernels, full precision (``%.17g``)
-===================  ============================  =========================================
-
-A file with several pages (a multi-page TIFF) is refused unless ``page=`` says which one to
-read; 1-bit images (and boolean ``.npy`` files) are read as ``uint8`` 0/1.
-
-Every writer goes through a temporary file in the destination's directory that replaces the
-destination only once it is complete, so an interrupted or failed run never leaves a
-half-written output behind.
+The format is chosen by extension (the table is in :mod:`~kernelfit.io.formats`).  A file
+with several pages (a multi-page TIFF) is refused unless ``page=`` says which one to read;
+1-bit images (and boolean ``.npy`` files) are read as ``uint8`` 0/1.  Every reader failure
+(a corrupt, truncated or misnamed file) becomes one ValueError that names the file.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-__all__ = [
-    "read_image",
-    "read_array",
-    "select_plane",
-    "read_mask",
-    "read_kernel",
-    "write_kernel",
-    "write_image",
-    "write_json",
-    "check_output_path",
-]
-
-PICTURE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-TIFF_EXTENSIONS = (".tif", ".tiff")
-FITS_EXTENSIONS = (".fits", ".fit", ".fts")
-TEXT_EXTENSIONS = (".csv", ".txt")
-
-IMAGE_READ_EXTENSIONS = (".npy",) + PICTURE_EXTENSIONS + TIFF_EXTENSIONS + FITS_EXTENSIONS
-KERNEL_READ_EXTENSIONS = (".npy",) + TEXT_EXTENSIONS + TIFF_EXTENSIONS + FITS_EXTENSIONS
-KERNEL_WRITE_EXTENSIONS = (".npy",) + TEXT_EXTENSIONS + TIFF_EXTENSIONS + FITS_EXTENSIONS + (
-    ".png",
+from .formats import (
+    FITS_EXTENSIONS,
+    IMAGE_READ_EXTENSIONS,
+    KERNEL_READ_EXTENSIONS,
+    TEXT_EXTENSIONS,
+    TIFF_EXTENSIONS,
+    import_astropy_fits,
 )
-IMAGE_WRITE_EXTENSIONS = (
-    (".npy",) + TIFF_EXTENSIONS + FITS_EXTENSIONS + (".png", ".jpg", ".jpeg", ".bmp")
-)
+
+__all__ = ["read_image", "read_array", "select_plane", "read_mask", "read_kernel",
+           "REC709_WEIGHTS"]
 
 # ITU-R BT.709 luma weights for R, G, B.  They are applied to the stored values as they are
 # (no gamma linearisation), which keeps the conversion linear: a kernel fitted on the gray
 # versions of two colour images is the kernel of each channel when all channels share it.
 REC709_WEIGHTS = np.array([0.2126, 0.7152, 0.0722])
-
-_FITS_HINT = "reading and writing FITS needs astropy: pip install kernelfit[fits]"
-
-
-# --------------------------------------------------------------------------------------------
-# Reading
-# --------------------------------------------------------------------------------------------
 
 
 def read_image(path, *, channel=None, gray=False, page=None) -> np.ndarray:
@@ -303,6 +261,7 @@ def read_kernel(path, *, stack=False) -> np.ndarray:
     --------
     >>> import os, tempfile, numpy as np
     >>> path = os.path.join(tempfile.mkdtemp(), "k.csv")
+    >>> from kernelfit.io import write_kernel
     >>> write_kernel(path, np.full((3, 3), 1 / 9))
     >>> float(read_kernel(path).sum())
     1.0
@@ -462,7 +421,7 @@ _IMAGE_READERS = {"npy": _read_npy, "picture": _read_picture, "gif": _read_pictu
 
 
 def _read_fits(path):
-    fits = _import_astropy_fits()
+    fits = import_astropy_fits()
 
     def read(p):
         # getdata returns the first HDU that holds data (the primary one is often empty).
@@ -472,14 +431,6 @@ def _read_fits(path):
     if data is None:
         raise ValueError(f"{path}: the FITS file holds no image data")
     return data
-
-
-def _import_astropy_fits():
-    try:
-        from astropy.io import fits
-    except ImportError:
-        raise ValueError(_FITS_HINT) from None
-    return fits
 
 
 def _call_reader(path, reader):
@@ -517,285 +468,3 @@ def _colour_channels_equal(arr) -> bool:
     red = arr[..., 0]
     return bool(np.array_equal(red, arr[..., 1]) and np.array_equal(red, arr[..., 2]))
 
-
-# --------------------------------------------------------------------------------------------
-# Writing
-# --------------------------------------------------------------------------------------------
-
-
-def check_output_path(path, kind="image") -> Path:
-    """Fail early, before any work, if ``path`` cannot be written as ``kind``.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-    kind : {'image', 'kernel', 'json'}
-
-    Raises
-    ------
-    ValueError
-        Unknown extension for ``kind``, a directory that does not exist or that the user may
-        not write to, or a path that is a directory.
-
-    Examples
-    --------
-    >>> check_output_path("kernel.csv", "kernel").name
-    'kernel.csv'
-    """
-    path = Path(path)
-    allowed = {
-        "image": IMAGE_WRITE_EXTENSIONS,
-        "kernel": KERNEL_WRITE_EXTENSIONS,
-        "json": (".json",),
-    }[kind]
-    ext = path.suffix.lower()
-    if ext not in allowed:
-        raise ValueError(
-            f"{path}: cannot write {'an' if kind[0] in 'aeiou' else 'a'} {kind} as "
-            f"{ext or '(no extension)'!r}; "
-            f"use one of {', '.join(allowed)}"
-        )
-    return check_writable(path)
-
-
-def check_writable(path) -> Path:
-    """``path`` as a Path, if a file can be created there (any extension); else ValueError:
-    a directory that does not exist or that the user may not write to, or a directory path.
-
-    Examples
-    --------
-    >>> check_writable("notes.txt").name
-    'notes.txt'
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise ValueError(f"{path}: cannot write, directory {directory} does not exist")
-    if path.is_dir():
-        raise ValueError(f"{path}: cannot write, it is a directory")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise ValueError(f"{path}: cannot write, directory {directory} is not writable")
-    return path
-
-
-def write_kernel(path, kernel) -> None:
-    """Write a kernel, choosing the format by extension; the file appears only when complete.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        ``.npy`` (exact), ``.csv`` / ``.txt`` (text, ``%.17g``: exact round trip of float64),
-        ``.tif``/``.tiff`` (float64), ``.fits``/``.fit``/``.fts`` (float64, needs astropy),
-        or ``.png`` -- a *picture* of the kernel for viewing: values are mapped linearly
-        from [min, max] to [0, 255] and rounded to 8 bits, so the numbers are lost.
-    kernel : (kh, kw) array_like
-        Or a 3-D stack of kernels (one per channel, ``estimate(..., channel_axis=)``), written
-        as it is to ``.npy``, ``.tif`` and ``.fits``; the 2-D formats refuse it.
-
-    Examples
-    --------
-    >>> import os, tempfile, numpy as np
-    >>> path = os.path.join(tempfile.mkdtemp(), "k.txt")
-    >>> write_kernel(path, [[0.25, 0.75]])
-    >>> open(path).read().split()
-    ['0.25', '0.75']
-    """
-    path = check_output_path(path, "kernel")
-    kernel = np.asarray(kernel, dtype=np.float64)
-    ext = path.suffix.lower()
-    if kernel.ndim == 3 and ext in _ARRAY_WRITERS:
-        # A stack (one kernel per channel, channel_axis=): array formats hold it as it is
-        # (a TIFF as grey planes: 3 or 4 float samples would otherwise be tagged RGB(A)).
-        writer = _write_tiff_stack if ext in (".tif", ".tiff") else _ARRAY_WRITERS[ext]
-        _write_with(path, writer, kernel)
-        return
-    if kernel.ndim == 3:
-        raise ValueError(f"{path}: a stack of kernels of shape {kernel.shape} (one per "
-                         f"channel) can be written as .npy, .tif or .fits, not as {ext}")
-    if kernel.ndim != 2:
-        raise ValueError(f"{path}: a kernel must be 2-D, got an array of shape {kernel.shape}")
-    if ext == ".png":
-        _write_with(path, _write_picture, _kernel_picture(kernel))
-    elif ext in TEXT_EXTENSIONS:
-        delimiter = "," if ext == ".csv" else " "
-        _write_with(path, lambda p, k: np.savetxt(p, k, fmt="%.17g", delimiter=delimiter), kernel)
-    else:
-        _write_with(path, _ARRAY_WRITERS[ext], kernel)
-
-
-def write_image(path, image, *, like_dtype=None) -> None:
-    """Write an image, choosing the format by extension; the file appears only when complete.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        ``.npy`` (as is), ``.tif``/``.tiff`` (float kept, or ``like_dtype``),
-        ``.fits`` (as is, needs astropy), ``.png``, ``.jpg``/``.jpeg`` (lossy), ``.bmp``.
-    image : (H, W) or (H, W, 3 | 4) array_like
-        Grey, or colour with the channels last (RGB, RGBA).
-    like_dtype : dtype, optional
-        The dtype the result should look like, normally that of the input image.  For
-        ``.png``/``.jpg``/``.bmp`` the values are always rounded and clipped to integers:
-        to 0..65535 if ``like_dtype`` is uint16 and the file is PNG, otherwise to 0..255
-        (so float data in [0, 1] must be scaled by the caller first).  For ``.tif``, an
-        integer ``like_dtype`` rounds and clips to that type; otherwise the data are kept.
-
-    Raises
-    ------
-    ValueError
-        If NaN or infinite values would have to be converted to integers.
-
-    Examples
-    --------
-    >>> import os, tempfile, numpy as np
-    >>> path = os.path.join(tempfile.mkdtemp(), "b.png")
-    >>> write_image(path, np.array([[-3.0, 12.6], [255.4, 300.0]]))
-    >>> read_image(path).tolist()
-    [[0, 13], [255, 255]]
-    """
-    path = check_output_path(path, "image")
-    image = np.asarray(image)
-    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))):
-        raise ValueError(f"{path}: an image must be 2-D, or colour (H, W, 3 or 4), got an "
-                         f"array of shape {image.shape}")
-    ext = path.suffix.lower()
-    like = np.dtype(like_dtype) if like_dtype is not None else None
-    if ext in PICTURE_EXTENSIONS:
-        target = np.uint16 if (ext == ".png" and like == np.uint16) else np.uint8
-        _write_with(path, _write_picture, _round_clip(image, target, path))
-    elif ext in TIFF_EXTENSIONS and like is not None and np.issubdtype(like, np.integer):
-        _write_with(path, _write_tiff, _round_clip(image, like, path))
-    else:
-        _write_with(path, _ARRAY_WRITERS[ext], image)
-
-
-def write_json(path, obj) -> None:
-    """Write ``obj`` as indented JSON; NumPy scalars and arrays are converted on the way.
-
-    Examples
-    --------
-    >>> import os, tempfile, numpy as np
-    >>> path = os.path.join(tempfile.mkdtemp(), "fit.json")
-    >>> write_json(path, {"sigma": np.float64(1.5)})
-    >>> open(path).read()
-    '{\\n  "sigma": 1.5\\n}\\n'
-    """
-    path = check_output_path(path, "json")
-    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
-
-    def write(p, t):
-        Path(p).write_text(t, encoding="utf-8")
-
-    _write_with(path, write, text)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot write a {type(value).__name__} to JSON")
-
-
-def _round_clip(image, dtype, path) -> np.ndarray:
-    dtype = np.dtype(dtype)
-    if np.issubdtype(image.dtype, np.integer) and np.can_cast(image.dtype, dtype):
-        return image.astype(dtype)
-    values = image.astype(np.float64)
-    if not np.all(np.isfinite(values)):
-        raise ValueError(
-            f"{path}: the image has NaN or infinite values, which {dtype} cannot hold; "
-            "write it as .npy, .tif or .fits instead"
-        )
-    info = np.iinfo(dtype)
-    return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-
-
-def _kernel_picture(kernel) -> np.ndarray:
-    if not np.all(np.isfinite(kernel)):
-        raise ValueError("cannot draw a kernel that has NaN or infinite values as a PNG")
-    low, high = float(kernel.min()), float(kernel.max())
-    if high == low:  # a constant kernel has no contrast to stretch
-        return np.full(kernel.shape, 255 if high > 0 else 0, dtype=np.uint8)
-    return np.rint((kernel - low) * (255.0 / (high - low))).astype(np.uint8)
-
-
-def _write_npy(path, array):
-    np.save(path, array, allow_pickle=False)
-
-
-def _write_picture(path, array):
-    import imageio.v3 as iio
-
-    iio.imwrite(path, array, plugin="pillow", extension=Path(path).suffix.lower())
-
-
-def _write_tiff(path, array):
-    import tifffile
-
-    tifffile.imwrite(path, array)
-
-
-def _write_tiff_stack(path, array):
-    import tifffile
-
-    tifffile.imwrite(path, array, photometric="minisblack")
-
-
-def _write_fits(path, array):
-    fits = _import_astropy_fits()
-    # The temporary file already exists (it reserves the name), hence overwrite=True.
-    fits.PrimaryHDU(np.asarray(array)).writeto(path, overwrite=True)
-
-
-_ARRAY_WRITERS = {
-    ".npy": _write_npy,
-    ".tif": _write_tiff,
-    ".tiff": _write_tiff,
-    ".fits": _write_fits,
-    ".fit": _write_fits,
-    ".fts": _write_fits,
-}
-
-
-def _write_with(path: Path, writer, data) -> None:
-    """Run ``writer(temp_path, data)`` and move the finished file onto ``path``."""
-    with atomic_output(path) as temp_path:
-        writer(str(temp_path), data)
-
-
-@contextlib.contextmanager
-def atomic_output(path: Path):
-    """Yield a temporary path beside ``path``; on success it replaces ``path``, else vanishes.
-
-    Same directory, so that ``os.replace`` is a rename within one file system (atomic); same
-    suffix, so that writers which choose the format by extension choose the right one.
-    """
-    try:
-        handle = tempfile.NamedTemporaryFile(
-            dir=path.parent if str(path.parent) else ".",
-            prefix=f".{path.stem}.",
-            suffix=path.suffix,
-            delete=False,
-        )
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot write: {exc.strerror or exc}") from exc
-    handle.close()
-    temp_path = Path(handle.name)
-    try:
-        yield temp_path
-        # mkstemp creates files readable by the owner only; give the result the permissions
-        # an ordinary new file would get.
-        os.chmod(temp_path, 0o666 & ~_current_umask())
-        os.replace(temp_path, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp_path.unlink()
-        raise
-
-
-def _current_umask() -> int:
-    # The only portable way to read the umask is to set it and restore it.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
