@@ -35,12 +35,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.conventions import normalize_shape
+from ..stats.background import check_degree
 from .parametric import make_model
 from .parametric_data import _Data, _Layout
 # Re-exported: its tests import it from here.
 from .parametric_data import _reflect_symmetric_statistics  # noqa: F401
 from .parametric_l2 import _fit_l2, _symmetric_kernel
-from .parametric_robust import _fit_huber, _fit_l1
+from .parametric_robust import _fit_huber, _fit_l1, _ImageProblem
 
 __all__ = ["ParametricFit", "fit_parametric", "LOSSES"]
 
@@ -74,8 +75,10 @@ class ParametricFit:
     rss : float
         ``Σr²`` at the optimum (whatever the loss).
     noise_std : float
-        ``sqrt(rss / (n_used − len(free)))``.
+        ``sqrt(rss / (n_used − n_background − len(free)))`` (``n_background``: the
+        background terms of every pair, 0 without ``background=``).
     n_used : int
+        Pixels used, over every pair.
     converged : bool
         False when the optimiser stopped early, a parameter ended on a bound, or the
         covariance is singular; ``message`` says which and what to change.
@@ -84,6 +87,13 @@ class ParametricFit:
     info : dict
         Diagnostics: the starts refined and their objectives, function evaluations, IRLS
         iterations, the residual density (l1), timings.
+    background : list of ndarray or None
+        With ``background=``: each pair's polynomial coefficients ``β`` (Legendre products,
+        in the order of ``background_terms[i].names``), fitted with the same loss as the
+        kernel.
+    background_terms : list of BackgroundTerms or None
+        With ``background=``: each pair's basis and statistics
+        (:func:`kernelfit.stats.background.background_terms`), for the background image.
     """
 
     model: str
@@ -102,10 +112,12 @@ class ParametricFit:
     shape: tuple
     center: tuple
     info: dict = field(default_factory=dict)
+    background: list | None = None
+    background_terms: list | None = None
 
 
 def fit_parametric(pairs, model, shape, center=None, *, loss="l2", f_scale=1.0, normalize=None,
-                   fit_offset=False, x0=None, n_refine=None) -> ParametricFit:
+                   fit_offset=False, x0=None, n_refine=None, background=None) -> ParametricFit:
     """Fit a parametric kernel ``k(θ)`` with ``b ≈ a ⊛ k(θ)``.
 
     Parameters
@@ -137,6 +149,12 @@ def fit_parametric(pairs, model, shape, center=None, *, loss="l2", f_scale=1.0, 
         Number of best grid candidates refined by the local optimiser; default the family's
         ``n_starts`` (1 for the Gaussian, whose objective has one minimum; 3 for families
         with angles or radii).
+    background : int, optional
+        Fit a polynomial background of this degree per pair (0: a constant offset) jointly
+        with the kernel: ``b ≈ a ⊛ k(θ) + Σ β_t T_t`` (:mod:`kernelfit.stats.background`).
+        L2 profiles it out of the statistics exactly; ``'l1'`` and ``'huber'`` fit ``β``
+        with ``θ`` on the pixels' residuals, from the L2 answer.  Needs pairs, not
+        statistics (pass profiled statistics for an L2 fit on statistics instead).
 
     Returns
     -------
@@ -146,7 +164,8 @@ def fit_parametric(pairs, model, shape, center=None, *, loss="l2", f_scale=1.0, 
     ------
     ValueError
         For an unknown loss or model, inconsistent shapes or centres, a non-positive
-        ``f_scale``, ``normalize=0``, or a robust loss on statistics.
+        ``f_scale``, ``normalize=0``, a robust loss or a background on statistics, or a
+        background the used pixels do not determine.
 
     Examples
     --------
@@ -176,8 +195,11 @@ def fit_parametric(pairs, model, shape, center=None, *, loss="l2", f_scale=1.0, 
         n_refine = int(getattr(model, "n_starts", 3))
     if isinstance(n_refine, bool) or not isinstance(n_refine, numbers.Integral) or n_refine < 1:
         raise ValueError(f"n_refine={n_refine!r} must be a positive integer")
-    symmetric = bool(getattr(model, "symmetric", False)) and not fit_offset
-    data = _Data(pairs, shape, center, needs_images=loss != "l2", symmetric=symmetric)
+    background = check_degree(background)
+    symmetric = bool(getattr(model, "symmetric", False)) and not fit_offset \
+        and background is None
+    data = _Data(pairs, shape, center, needs_images=loss != "l2", symmetric=symmetric,
+                 background=background)
     layout = _Layout(model, shape, data.center, normalize, bool(fit_offset))
     t_data = time.perf_counter()
 
@@ -187,32 +209,48 @@ def fit_parametric(pairs, model, shape, center=None, *, loss="l2", f_scale=1.0, 
         # The family claims symmetry but this kernel lacks it: redo with the full statistics.
         data = _Data(pairs, shape, center, needs_images=loss != "l2", symmetric=False)
         theta, status_ok, notes, info = _fit_l2(layout, data, x0, n_refine)
+    beta = None if data.terms is None else data.background_coefficients(layout.kernel(theta))
     t_l2 = time.perf_counter()
 
-    # --- robust losses on the images --------------------------------------------------------
+    # --- robust losses on the images (the background's coefficients fitted jointly) --------
     residual = None
-    if loss == "l1":
-        theta, residual, ok, l1_info = _fit_l1(layout, data, theta)
-        status_ok &= ok
-        info.update(l1_info)
-    elif loss == "huber":
-        theta, residual, ok, h_info = _fit_huber(layout, data, theta, float(f_scale))
-        status_ok &= ok
-        info.update(h_info)
+    if loss != "l2":
+        problem = _ImageProblem(layout, data)
+        start = problem.join(theta, beta)
+        if loss == "l1":
+            t, residual, robust_notes, robust_info = _fit_l1(problem, start)
+        else:
+            t, residual, robust_notes, robust_info = _fit_huber(problem, start, float(f_scale))
+        theta, beta = problem.split(t)
+        status_ok &= not robust_notes
+        notes += robust_notes
+        info.update(robust_info)
     t_robust = time.perf_counter()
 
-    # --- canonical form, uncertainty, result ------------------------------------------------
+    fit = _result(layout, data, theta, beta, residual, loss=loss, f_scale=float(f_scale),
+                  notes=notes, ok=status_ok, info=info)
+    info["seconds"] = {"statistics": t_data - started, "l2": t_l2 - t_data,
+                       "robust": t_robust - t_l2, "total": time.perf_counter() - started}
+    return fit
+
+
+def _result(layout, data, theta, beta, residual, *, loss, f_scale, notes, ok, info):
+    """Canonical form, objective, uncertainty: the :class:`ParametricFit`."""
     theta = layout.canonical(theta)
     k, J = layout.kernel_jacobian(theta)
-    rss = data.rss(k)
+    # With a robust background the residual holds the fitted β; the statistics' RSS would be
+    # that of the least-squares β.
+    rss = data.rss(k) if beta is None or residual is None else float(residual @ residual)
     n_free = len(layout.free)
-    n = data.n_used
+    n = data.n_used   # pixels less the background terms: the degrees of freedom count both
     noise_std = float(np.sqrt(max(rss, 0.0) / (n - n_free))) if n > n_free else float("nan")
     if residual is None and loss != "l2":
         residual = data.residuals(k)
     objective, scale2, unc_info = _objective_and_scale(loss, rss, residual, n, n_free,
-                                                       float(f_scale))
+                                                       f_scale)
     info.update(unc_info)
+    # With a background G is profiled: JᵀGJ is the Schur complement of the joint (θ, β)
+    # Gauss–Newton matrix, so its inverse is θ's covariance with β as a nuisance.
     Jr = data.reduce(J)
     H = Jr.T @ (data.gram @ Jr)
     cov, cov_note = _covariance(H, scale2, layout.free)
@@ -220,14 +258,14 @@ def fit_parametric(pairs, model, shape, center=None, *, loss="l2", f_scale=1.0, 
         notes.append(cov_note)
     notes += layout.bound_notes(theta)
     params, stderr = layout.report(theta, cov)
-    info["seconds"] = {"statistics": t_data - started, "l2": t_l2 - t_data,
-                       "robust": t_robust - t_l2, "total": time.perf_counter() - started}
     return ParametricFit(
-        model=model.name, kernel=k.reshape(shape), params=params, stderr=stderr, cov=cov,
-        free=layout.free, objective=float(objective), loss=loss, rss=float(rss),
-        noise_std=noise_std, n_used=int(n),
-        converged=bool(status_ok and not notes), message="; ".join(notes),
-        shape=shape, center=data.center, info=info,
+        model=layout.model.name, kernel=k.reshape(layout.shape), params=params, stderr=stderr,
+        cov=cov, free=layout.free, objective=float(objective), loss=loss, rss=float(rss),
+        noise_std=noise_std, n_used=int(data.n_pixels),
+        converged=bool(ok and not notes), message="; ".join(notes),
+        shape=layout.shape, center=data.center, info=info,
+        background=None if beta is None else data.split_background(beta),
+        background_terms=None if data.terms is None else list(data.terms),
     )
 
 

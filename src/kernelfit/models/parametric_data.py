@@ -47,6 +47,7 @@ from ..core.conventions import normalize_center
 from ..core.design import PreparedPair
 from ..core.forward import ExtendedSpectrum
 from .kernel_model import KernelModel
+from ..stats.background import background_coefficients, profiled_statistics
 from ..stats.compute import choose_method, statistics
 from ..stats.gram import SufficientStatistics
 
@@ -59,57 +60,90 @@ class _Data:
     in whose coordinates ``gram``/``rhs`` are expressed.
     """
 
-    def __init__(self, pairs, shape, center, *, needs_images, symmetric):
+    def __init__(self, pairs, shape, center, *, needs_images, symmetric, background=None):
         self.shape = shape
         self.quadrant = None          # (cy, cx) when the statistics are in quadrant form
         self.statistics_path = "gram"
+        self.terms = None             # BackgroundTerms per pair with background=
+        self._background_columns = None
         if isinstance(pairs, SufficientStatistics):
-            if needs_images:
-                raise ValueError("a robust loss (l1, huber) needs the images: pass "
-                                 "PreparedPair objects as pairs, not statistics")
+            if needs_images or background is not None:
+                what = "a robust loss (l1, huber)" if needs_images else \
+                    f"background={background}"
+                raise ValueError(f"{what} needs the images: pass PreparedPair objects as "
+                                 "pairs, not statistics")
             if tuple(pairs.shape) != shape:
                 raise ValueError(f"shape={shape} differs from the statistics' kernel shape "
                                  f"{tuple(pairs.shape)}")
             self.pairs, self.spectra = None, None
             self.center = normalize_center(center, shape)
             gram, rhs, btb, n = pairs.gram, pairs.rhs, pairs.btb, pairs.n_used
+            self.n_pixels = int(n)
         else:
             self.pairs = _as_pairs(pairs)
-            for i, pair in enumerate(self.pairs):
-                if pair.geometry.kernel_shape != shape:
-                    raise ValueError(f"shape={shape} differs from the kernel shape "
-                                     f"{pair.geometry.kernel_shape} pairs[{i}] was prepared for")
-            prepared_center = self.pairs[0].geometry.center
-            if any(p.geometry.center != prepared_center for p in self.pairs):
-                raise ValueError("the pairs were prepared with different centres")
-            self.center = prepared_center if center is None else normalize_center(center,
-                                                                                  shape)
-            if self.center != prepared_center:
-                raise ValueError(f"center={center!r} differs from the centre "
-                                 f"{prepared_center} the pairs were prepared with")
+            self.center = _prepared_center(self.pairs, shape, center)
             self.spectra = [None] * len(self.pairs)
-            if symmetric and _reflect_symmetric_applies(self.pairs, shape, self.center):
-                self.quadrant = self.center
-                self.statistics_path = "dct-reflect-symmetric"
-                parts = [_reflect_symmetric_statistics(pair, shape) for pair in self.pairs]
-                gram = sum(part[0] for part in parts)
-                rhs = sum(part[1] for part in parts)
-                btb = sum(part[2] for part in parts)
-                n = sum(pair.n_used for pair in self.pairs)
+            if background is not None:
+                gram, rhs, btb, n = self._profiled(background)
+            elif symmetric and _reflect_symmetric_applies(self.pairs, shape, self.center):
+                gram, rhs, btb, n = self._quadrant_statistics()
             else:
-                total = None
-                for i, pair in enumerate(self.pairs):
-                    weights = None if pair.use is None else pair.use.astype(np.float64)
-                    method = choose_method(pair.extended.shape, shape, weights)
-                    if method == "fft" or needs_images:
-                        self.spectra[i] = ExtendedSpectrum(pair.extended, shape)
-                    s = statistics(pair.extended, pair.b_used, shape, weights=weights,
-                                   method=method,
-                                   spectrum=self.spectra[i] if method == "fft" else None)
-                    total = s if total is None else total + s
-                gram, rhs, btb, n = total.gram, total.rhs, total.btb, total.n_used
+                gram, rhs, btb, n = self._statistics(needs_images)
+            self.n_pixels = sum(pair.n_used for pair in self.pairs)
         self.gram, self.rhs, self.btb, self.n_used = gram, rhs, float(btb), int(n)
         self._whiten()
+
+    def _statistics(self, needs_images):
+        """The full Gram statistics of every pair, summed (FFT spectra kept for reuse)."""
+        total = None
+        for i, pair in enumerate(self.pairs):
+            weights = None if pair.use is None else pair.use.astype(np.float64)
+            method = choose_method(pair.extended.shape, self.shape, weights)
+            if method == "fft" or needs_images:
+                self.spectra[i] = ExtendedSpectrum(pair.extended, self.shape)
+            s = statistics(pair.extended, pair.b_used, self.shape, weights=weights,
+                           method=method,
+                           spectrum=self.spectra[i] if method == "fft" else None)
+            total = s if total is None else total + s
+        return total.gram, total.rhs, total.btb, total.n_used
+
+    def _quadrant_statistics(self):
+        """The statistics restricted to doubly symmetric kernels, from DCTs."""
+        self.quadrant = self.center
+        self.statistics_path = "dct-reflect-symmetric"
+        parts = [_reflect_symmetric_statistics(pair, self.shape) for pair in self.pairs]
+        return (sum(part[0] for part in parts), sum(part[1] for part in parts),
+                sum(part[2] for part in parts), sum(pair.n_used for pair in self.pairs))
+
+    def _profiled(self, degree):
+        """Statistics with a polynomial background per pair profiled out
+        (:mod:`kernelfit.stats.background`); ``n`` counts the background terms off."""
+        stats, self.terms, self.spectra = profiled_statistics(self.pairs, self.shape, degree)
+        self.statistics_path = "gram-profiled-background"
+        return stats.gram, stats.rhs, stats.btb, stats.n_used
+
+    # -- the background (background=) ---------------------------------------------------------
+
+    def background_columns(self):
+        """The basis images over the used pixels, ``n × M`` (block diagonal over pairs, one
+        block of the pair's ``m`` terms each), in the pixel order of :meth:`residuals`."""
+        if self._background_columns is None:
+            blocks = []
+            for pair, terms in zip(self.pairs, self.terms):
+                images = terms.basis.images
+                blocks.append(np.stack([t.ravel() if pair.use is None else t[pair.use]
+                                        for t in images], axis=1))
+            self._background_columns = scipy.linalg.block_diag(*blocks)
+        return self._background_columns
+
+    def background_coefficients(self, k):
+        """The least-squares background of every pair for the kernel ``k``, concatenated."""
+        return np.concatenate([background_coefficients(terms, k) for terms in self.terms])
+
+    def split_background(self, beta):
+        """The concatenated coefficients as one array per pair."""
+        sizes = np.cumsum([len(terms.basis) for terms in self.terms])[:-1]
+        return np.split(np.asarray(beta, dtype=np.float64), sizes)
 
     def reduce(self, x):
         """Kernels (first axis: ``p``, C order) in the coordinates of ``gram``/``rhs``."""
@@ -178,6 +212,8 @@ class _Data:
         value = self.l2(k)
         if value < 1e-9 * self.btb and self.pairs is not None:
             r = self.residuals(k)
+            if self.terms is not None:
+                r = r + self.background_columns() @ self.background_coefficients(k)
             return float(r @ r)
         return value
 
@@ -208,6 +244,22 @@ class _Data:
                 block.append(col.ravel() if pair.use is None else col[pair.use])
             cols.append(np.column_stack(block))
         return np.vstack(cols)
+
+
+def _prepared_center(pairs, shape, center):
+    """The centre the pairs were prepared with, checked against ``shape`` and ``center``."""
+    for i, pair in enumerate(pairs):
+        if pair.geometry.kernel_shape != shape:
+            raise ValueError(f"shape={shape} differs from the kernel shape "
+                             f"{pair.geometry.kernel_shape} pairs[{i}] was prepared for")
+    prepared_center = pairs[0].geometry.center
+    if any(p.geometry.center != prepared_center for p in pairs):
+        raise ValueError("the pairs were prepared with different centres")
+    chosen = prepared_center if center is None else normalize_center(center, shape)
+    if chosen != prepared_center:
+        raise ValueError(f"center={center!r} differs from the centre "
+                         f"{prepared_center} the pairs were prepared with")
+    return chosen
 
 
 def _as_pairs(pairs):

@@ -15,13 +15,20 @@
    at ``1e-4`` relative around the answer (repeated from any better point it finds); for
    several, Nelder–Mead with tight tolerances, restarted once from its own answer.  The
    best point ever evaluated is returned, so the answer is never worse than any point the
-   search saw (the L2 start included).
+   search saw (the L2 start included).  When the smoothing stages already fit the data to
+   rounding (``Σ|r| ≤ 1e-12·Σ|b|``) there is nothing to polish, and it is skipped.
 
 ``loss='huber'`` minimises ``Σ ρ(r)`` with ``ρ(r) = r²/2`` for ``|r| ≤ f_scale`` and
 ``f_scale·|r| − f_scale²/2`` beyond (the objective is smooth, so the solver's own robust-loss
 Gauss–Newton converges to the exact minimiser), on the image residuals with the Jacobian
 columns ``X·∂k/∂θ_j``.
 
+With a polynomial background (``background=``) the residual is ``X k(θ) + T β − b`` over the
+pixels, ``T`` the background's basis images (one block per pair).  A robust loss cannot
+profile ``β`` out of the statistics as least squares does, so ``β`` joins ``θ`` as extra
+*linear* parameters of the same fitters (their Jacobian columns are the basis images
+themselves), warm-started from the least-squares background of the L2 kernel.  The L1 polish
+then runs Nelder–Mead over ``(θ, β)`` together.
 """
 
 from __future__ import annotations
@@ -30,6 +37,54 @@ import numpy as np
 import scipy.optimize
 
 from .parametric_data import _Data, _Layout
+
+
+class _ImageProblem:
+    """The image residuals as a function of ``t = (θ, β)``: the free kernel parameters of
+    ``layout`` and, with a background, its coefficients (all pairs', concatenated)."""
+
+    def __init__(self, layout: _Layout, data: _Data):
+        self.layout, self.data = layout, data
+        self.n_theta = len(layout.free)
+        n_beta = 0 if data.terms is None else data.background_columns().shape[1]
+        self.lower = np.concatenate([layout.lower, np.full(n_beta, -np.inf)])
+        self.upper = np.concatenate([layout.upper, np.full(n_beta, np.inf)])
+        # An L1 objective this small is rounding: the data are fitted exactly.
+        self.rounding = 1e-12 * sum(
+            float(np.abs(pair.b_used if pair.use is None else pair.b_used[pair.use]).sum())
+            for pair in data.pairs)
+
+    def join(self, theta, beta):
+        return np.concatenate([theta, [] if beta is None else beta])
+
+    def split(self, t):
+        """``(θ, β)``; ``β`` is None without a background."""
+        beta = t[self.n_theta:] if self.data.terms is not None else None
+        return t[:self.n_theta], beta
+
+    def inside(self, t):
+        theta, beta = self.split(t)
+        return self.join(self.layout.inside(theta), beta)
+
+    def residuals(self, t):
+        theta, beta = self.split(t)
+        r = self.data.residuals(self.layout.kernel(theta))
+        return r if beta is None else r + self.data.background_columns() @ beta
+
+    def residuals_and_kernel_jacobian(self, t):
+        """The residuals and ``∂k/∂θ`` (cheap: no image convolution beyond the residual)."""
+        theta, beta = self.split(t)
+        k, J = self.layout.kernel_jacobian(theta)
+        r = self.data.residuals(k)
+        return (r if beta is None else r + self.data.background_columns() @ beta), J
+
+    def columns(self, J):
+        """The residuals' Jacobian over ``t``, ``n × len(t)``, from ``∂k/∂θ``: one image
+        convolution per kernel parameter, and the basis images for ``β``."""
+        columns = self.data.columns(J)
+        if self.data.terms is None:
+            return columns
+        return np.hstack([columns, self.data.background_columns()])
 
 
 class _Tracked:
@@ -47,49 +102,56 @@ class _Tracked:
         return value
 
 
-def _fit_l1(layout: _Layout, data: _Data, theta):
+def _fit_l1(problem: _ImageProblem, theta):
     """Smoothed-L1 continuation from the L2 solution, then a polish on the exact objective."""
 
     def l1(t):
         try:
-            return float(np.abs(data.residuals(layout.kernel(t))).sum())
+            return float(np.abs(problem.residuals(t)).sum())
         except ValueError:   # parameters at which the kernel vanishes on the grid
             return np.inf
 
     objective = _Tracked(l1)
-    theta = layout.inside(theta)
+    theta = problem.inside(theta)
     objective(theta)
     # Huber losses with a shrinking threshold δ approach L1 (their IRLS weights are
     # min(1, δ/|r|)); each stage starts next to its answer, so it takes few iterations.
-    delta = float(np.median(np.abs(data.residuals(layout.kernel(theta)))))
+    delta = float(np.median(np.abs(problem.residuals(theta))))
     stages = 0
     for _ in range(4):
         if not delta > 0:
             break
-        theta, _, _, stage_info = _fit_huber(layout, data, theta, delta)
+        theta, _, _, stage_info = _fit_huber(problem, theta, delta)
         objective(theta)
         stages += stage_info["huber_nfev"]
         delta *= 0.1
     notes = []
     scale = np.maximum(np.abs(objective.best_x), 1.0)
-    if len(theta) == 1:
-        _polish_1d(objective, objective.best_x[0], layout.lower[0], layout.upper[0], scale[0])
+    if objective.best_f <= problem.rounding:
+        pass    # an exact fit (to rounding): a polish would only wander in the rounding
+    elif len(theta) == 1:
+        _polish_1d(objective, objective.best_x[0], problem.lower[0], problem.upper[0],
+                   scale[0])
     else:
-        for _ in range(2):   # Nelder–Mead restarted once from its own answer
-            start = objective.best_x
-            simplex = [start] + [start + np.eye(len(start))[j] * 1e-3 * scale[j]
-                                 for j in range(len(start))]
-            res = scipy.optimize.minimize(
-                objective, start, method="Nelder-Mead",
-                bounds=list(zip(layout.lower, layout.upper)),
-                options={"initial_simplex": np.array(simplex), "xatol": 1e-10,
-                         "fatol": 1e-12 * max(objective.best_f, 1e-300), "maxfev": 4000})
-        if not res.success:
-            notes.append(f"the L1 polish stopped: {res.message}")
+        notes += _polish_simplex(objective, problem, scale)
     theta = objective.best_x
-    residual = data.residuals(layout.kernel(theta))
+    residual = problem.residuals(theta)
     info = {"smoothing_evaluations": stages, "l1_evaluations": objective.count}
-    return theta, residual, not notes, info
+    return theta, residual, notes, info
+
+
+def _polish_simplex(objective, problem, scale):
+    """Nelder–Mead on the exact objective, restarted once from its own answer; the notes."""
+    for _ in range(2):
+        start = objective.best_x
+        simplex = [start] + [start + np.eye(len(start))[j] * 1e-3 * scale[j]
+                             for j in range(len(start))]
+        res = scipy.optimize.minimize(
+            objective, start, method="Nelder-Mead",
+            bounds=list(zip(problem.lower, problem.upper)),
+            options={"initial_simplex": np.array(simplex), "xatol": 1e-10,
+                     "fatol": 1e-12 * max(objective.best_f, 1e-300), "maxfev": 4000})
+    return [] if res.success else [f"the L1 polish stopped: {res.message}"]
 
 
 def _polish_1d(objective, x0, lo, hi, scale):
@@ -141,7 +203,7 @@ def _ordered(u, v):
     return (u, v) if u <= v else (v, u)
 
 
-def _fit_huber(layout: _Layout, data: _Data, theta, f_scale):
+def _fit_huber(problem: _ImageProblem, theta, f_scale):
     """Exact Huber minimiser on the image residuals (scipy's robust-loss trust region)."""
     cache = {}
 
@@ -149,20 +211,18 @@ def _fit_huber(layout: _Layout, data: _Data, theta, f_scale):
         key = t.tobytes()
         if key not in cache:
             cache.clear()
-            k, J = layout.kernel_jacobian(t)
-            cache[key] = (data.residuals(k), J)
+            cache[key] = problem.residuals_and_kernel_jacobian(t)
         return cache[key]
 
     def fun(t):
         return evaluate(t)[0]
 
     def jac(t):
-        return data.columns(evaluate(t)[1])
+        return problem.columns(evaluate(t)[1])
 
     result = scipy.optimize.least_squares(
-        fun, layout.inside(theta), jac=jac, bounds=(layout.lower, layout.upper), method="trf",
-        loss="huber", f_scale=f_scale, x_scale="jac", ftol=1e-12, xtol=1e-12, gtol=1e-12,
-        max_nfev=100 * len(theta))
-    ok = result.status > 0
-    return result.x, result.fun, ok, {"huber_nfev": int(result.nfev)}
-
+        fun, problem.inside(theta), jac=jac, bounds=(problem.lower, problem.upper),
+        method="trf", loss="huber", f_scale=f_scale, x_scale="jac", ftol=1e-12, xtol=1e-12,
+        gtol=1e-12, max_nfev=100 * len(theta))
+    notes = [] if result.status > 0 else [f"the Huber fit stopped: {result.message}"]
+    return result.x, result.fun, notes, {"huber_nfev": int(result.nfev)}
