@@ -55,9 +55,6 @@ def _is_robust(problem: FitProblem) -> bool:
 
 def _check_parametric(problem: FitProblem) -> None:
     _refuse(problem.model, reg=problem.reg, nonneg=problem.nonneg, method=problem.method)
-    if problem.background is not None and problem.loss != "l2":
-        raise ValueError(f"background={problem.background} is available with loss='l2'; "
-                         f"loss={problem.loss!r} does not fit one yet")
 
 
 def _check_robust(problem: FitProblem) -> None:

@@ -133,11 +133,14 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         Fit a polynomial background of this degree (0: a constant offset, 1: a plane, ...)
         per image pair jointly with the kernel: ``b ≈ a ⊛ k + Σ β_t T_t``, ``T_t`` Legendre
         products on coordinates scaled to [−1, 1] over the used pixels.  It is minimised out
-        of the statistics exactly (:mod:`kernelfit.background`); ``fit.background`` holds
-        ``β`` (a list for several pairs), ``fit.info['background']`` the same as monomials,
-        and ``fit.residual`` has it subtracted.  Available for the free model's direct path
-        (also with ``clip=``, ``loss='huber'`` and ``variation=``), the structured models
-        up to 64×64 and the parametric models with ``loss='l2'``.
+        of the statistics exactly (:mod:`kernelfit.stats.background`); the parametric
+        models with ``loss='l1'`` or ``'huber'`` fit ``β`` jointly with their parameters on
+        the pixels' residuals instead, so the background is as robust to outliers as the
+        kernel.  ``fit.background`` holds ``β`` (a list for several pairs),
+        ``fit.info['background']`` the same as monomials, and ``fit.residual`` has it
+        subtracted.  Available for the free model's direct path (also with ``clip=``,
+        ``loss='huber'`` and ``variation=``), the structured models up to 64×64 and the
+        parametric models with every loss.
     channel_axis : int, optional
         ``a`` and ``b`` carry channels on this axis (e.g. ``-1`` for ``(H, W, 3)`` colour
         images; ``a`` may also be one 2-D image for every channel): one kernel per channel,
