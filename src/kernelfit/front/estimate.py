@@ -143,9 +143,11 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         products on coordinates scaled to [−1, 1] over the used pixels.  It is minimised out
         of the statistics exactly (:mod:`kernelfit.background`); ``fit.background`` holds
         ``β`` (a list for several pairs), ``fit.info['background']`` the same as monomials,
-        and ``fit.residual`` has it subtracted.  Available for the free model's direct path
-        (also with ``clip=``, ``loss='huber'`` and ``variation=``), the structured models
-        up to 64×64 and the parametric models with ``loss='l2'``.
+        and ``fit.residual`` has it subtracted.  Available for the free model on both paths
+        (matrix-free: the operator's range is projected off the background, so ``'tv'``,
+        ``'l1'``, ``nonneg`` and kernels above 51×51 take it too; on the direct path also
+        with ``clip=``, ``loss='huber'`` and ``variation=``), the structured models up to
+        64×64 and the parametric models with ``loss='l2'``.
     channel_axis : int, optional
         ``a`` and ``b`` carry channels on this axis (e.g. ``-1`` for ``(H, W, 3)`` colour
         images; ``a`` may also be one 2-D image for every channel): one kernel per channel,
@@ -273,10 +275,8 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
             raise ValueError(f"{sorted(model_options)} apply to the matrix-free path; pass "
                              "method='iterative'")
         model_options = {"background": background}
-    elif background is not None:
-        raise ValueError(f"background={background} is not available on the matrix-free path "
-                         f"(reg={reg!r}, method={method!r}, shape={shape}); use a quadratic "
-                         "or no regulariser and a kernel of at most 51x51")
+    else:
+        model_options = {**model_options, "background": background}
     return _annotate(pairs, fitter(pairs, shape, reg=reg, lam=lam, nonneg=bool(nonneg),
                                    normalize=normalize,
                                    noise_std=_with_rounding(noise_std, pairs),
