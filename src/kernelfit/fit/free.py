@@ -21,6 +21,7 @@ from ..select.iterative import choose_lambda_iterative
 from ..solvers.constrained import solve_quadratic, system_matrix
 from ..solvers.direct import solve_normal_equations
 from ..solvers.iterative import FFTKernelOperator, solve_iterative
+from ..solvers.projected import ProjectedOperator
 from ..solvers.regularisers import NONSMOOTH, penalty_matrix
 from ..solvers.weighted import matrix_free_pays, solve_weighted
 from ..stats.background import fitted_background, profiled_statistics
@@ -190,8 +191,15 @@ def _covariance_meaning(*, reg, nonneg, normalize) -> str:
 
 
 def fit_free_iterative(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, normalize,
-                       noise_std, single, tol=1e-5, maxiter=None) -> KernelFit:
+                       noise_std, single, tol=1e-5, maxiter=None, background=None) -> KernelFit:
     """The matrix-free path: FFT operator, CG or FISTA (:mod:`kernelfit.solvers.iterative`).
+
+    ``background=d`` fits a polynomial background of degree ``d`` per pair jointly with the
+    kernel: the operator projects the background directions out of its range
+    (:class:`kernelfit.solvers.projected.ProjectedOperator`), every solver and ``lam``
+    criterion then works on the profiled problem, and ``β`` follows from the kernel exactly.
+    It is reported as on the direct path (``fit.background``, ``fit.info['background']``,
+    ``fit.residual`` with the background subtracted); the noise level counts its terms.
 
     ``lam='auto'`` is chosen by :func:`kernelfit.select_iterative.choose_lambda_iterative`
     and its solution warm-starts the final solve.  Standard errors are not computed here (the
@@ -200,7 +208,9 @@ def fit_free_iterative(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, no
     regulariser, and the level used by the discrepancy principle for ``'tv'``/``'l1'``.
     """
     started = time.perf_counter()
-    op = FFTKernelOperator(pairs, shape)
+    op = FFTKernelOperator(pairs, shape) if background is None \
+        else ProjectedOperator(pairs, shape, background)
+    terms = getattr(op, "terms", None)
     info = {"n_pairs": len(pairs)}
     x0, noise = None, float("nan")
     if reg is not None and lam == "auto":
@@ -227,12 +237,17 @@ def fit_free_iterative(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, no
         message += ("; the noise level is estimated only with lam='auto' (it needs the "
                     "effective number of parameters)")
     message += "; standard errors are not computed on the matrix-free path"
+    fitted = None
+    if terms is not None:
+        fitted, info["background"] = fitted_background(terms, kernel, single=single)
     info["seconds"] = {"total": time.perf_counter() - started}
     return free_kernel_fit(pairs, kernel, stderr=None, cov=None,
-                     residuals=ResidualImages(pairs, None, kernel, single=single),
-                     noise=noise, lam=lam if reg is not None else None, n_used=op.n_used,
+                     residuals=ResidualImages(pairs, None, kernel, single=single,
+                                              backgrounds=terms),
+                     noise=noise, lam=lam if reg is not None else None,
+                     n_used=getattr(op, "n_pixels", op.n_used),
                      converged=solution.converged, message=message, method="iterative",
-                     info=info)
+                     info=info, background=fitted)
 
 
 def free_kernel_fit(pairs, kernel, *, stderr, cov, residuals, noise, lam, n_used, converged,

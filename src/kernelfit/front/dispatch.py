@@ -94,12 +94,8 @@ def _choose_free(problem: FitProblem):
             raise ValueError(f"{sorted(options)} apply to the matrix-free path; pass "
                              "method='iterative'")
         return partial(_free, problem, fit_free_direct, {"background": problem.background})
-    if problem.background is not None:
-        raise ValueError(f"background={problem.background} is not available on the "
-                         f"matrix-free path (reg={reg!r}, method={method!r}, "
-                         f"shape={problem.shape}); use a quadratic or no regulariser and a "
-                         "kernel of at most 51x51")
-    return partial(_free, problem, fit_free_iterative, dict(options))
+    return partial(_free, problem, fit_free_iterative,
+                   dict(options, background=problem.background))
 
 
 def _classic(problem: FitProblem, pairs) -> KernelFit:

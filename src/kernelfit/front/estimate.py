@@ -138,7 +138,9 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         the pixels' residuals instead, so the background is as robust to outliers as the
         kernel.  ``fit.background`` holds ``β`` (a list for several pairs),
         ``fit.info['background']`` the same as monomials, and ``fit.residual`` has it
-        subtracted.  Available for the free model's direct path (also with ``clip=``,
+        subtracted.  Available for the free model on both paths (matrix-free: the
+        operator's range is projected off the background, so ``'tv'``, ``'l1'``, ``nonneg``
+        and kernels above 51×51 take it too; on the direct path also with ``clip=``,
         ``loss='huber'`` and ``variation=``), the structured models up to 64×64 and the
         parametric models with every loss.
     channel_axis : int, optional
