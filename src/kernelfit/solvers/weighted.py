@@ -72,6 +72,7 @@ from ..stats.weighted import (
     _check_weights,
     _gram_fft_seconds,
     _pixels_seconds,
+    StatisticsPlan,
     gram_of_pixels,
     plan_statistics,
     weighted_statistics,
