@@ -23,6 +23,7 @@ import pytest
 
 import kernelfit as kf
 from kernelfit import cli
+from kernelfit.report import figures, inputs, sections
 from kernelfit.report import html as report
 
 IN_CI = bool(os.environ.get("CI"))
@@ -226,7 +227,7 @@ def test_prediction_is_in_the_frame_of_b(data, requires_matplotlib):
     for label, (b, boundary) in cases.items():
         b = b + 1e-3 * rng.standard_normal(b.shape)
         fit = kf.estimate(a, b, KERNEL.shape, boundary=boundary)
-        prediction, _ = report._prediction(fit, fit.kernel, a, b, fit.residual)
+        prediction, _ = inputs.prediction_of(fit, fit.kernel, a, b, fit.residual)
         used = np.isfinite(fit.residual)
         assert prediction.shape == b.shape, label
         # Float rounding only: both sides are the same convolution.
@@ -247,13 +248,13 @@ def test_without_images_only_the_residual_is_drawn(tmp_path, fits, requires_matp
 def test_mtf_of_known_kernels():
     delta = np.zeros((5, 5))
     delta[2, 2] = 1.0
-    freq, mtf, normalised = report._mtf(delta)
+    freq, mtf, normalised = figures.radial_mtf(delta)
     assert normalised and freq[0] == 0 and freq[-1] == pytest.approx(0.5)
     np.testing.assert_allclose(mtf, 1.0, atol=1e-12)
     sigma = 2.0
     yy, xx = np.mgrid[-12:13, -12:13]
     gauss = np.exp(-(yy ** 2 + xx ** 2) / (2 * sigma ** 2))
-    freq, mtf, _ = report._mtf(gauss / gauss.sum())
+    freq, mtf, _ = figures.radial_mtf(gauss / gauss.sum())
     # A sampled Gaussian with σ=2 has the continuous MTF exp(−2π²σ²f²) up to aliasing and
     # the ring average over ±1/(2n) in f: both below 1e-2 here.
     np.testing.assert_allclose(mtf, np.exp(-2 * np.pi ** 2 * sigma ** 2 * freq ** 2), atol=1e-2)
@@ -261,7 +262,7 @@ def test_mtf_of_known_kernels():
 
 def test_kernel_numbers_locate_and_size_the_kernel(fits):
     fit = fits["gaussian"][0]
-    rows = dict(report._kernel_numbers(fit, fit.kernel))
+    rows = dict(sections.kernel_numbers(fit, fit.kernel))
     sigma = fit.params["sigma"]
     width = float(rows["second-moment width σ (FWHM if Gaussian)"].split()[0])
     # The second moment of a 7×7 Gaussian of σ≈1.3 truncated at ±3 is a little below σ.
