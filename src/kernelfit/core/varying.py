@@ -58,6 +58,37 @@ def scaled(coordinate, n: int):
     return 2.0 * coordinate / (n - 1) - 1.0 if n > 1 else 0.0 * coordinate
 
 
+def term_values(powers, frame, y, x) -> np.ndarray:
+    """``m_t(y, x)`` for the terms ``powers`` (:func:`monomial_powers`) at pixel ``(y, x)`` of
+    ``frame`` (scalars or broadcastable arrays): shape ``(T,) + broadcast shape``.
+
+    Examples
+    --------
+    >>> term_values(monomial_powers(1), (11, 21), 0, 20).tolist()   # 1, x, y at a corner
+    [1.0, 1.0, -1.0]
+    """
+    sy, sx = scaled(y, frame[0]), scaled(x, frame[1])
+    return np.array([sy ** p * sx ** q for p, q in powers])
+
+
+def grid_positions(frame, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel ``(rows, columns)`` of an ``n × n`` grid spanning ``frame`` from corner to corner.
+
+    The positions along each axis are ``linspace(0, size − 1, n)`` (scaled coordinates
+    ``linspace(−1, 1, n)``): ``n = 3`` gives the corners, the edge midpoints and the centre
+    (fractional for an even size).  Flattened, rows first.
+
+    Examples
+    --------
+    >>> ys, xs = grid_positions((5, 9), 3)
+    >>> ys.tolist(), xs.tolist()
+    ([0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 4.0, 4.0, 4.0], [0.0, 4.0, 8.0, 0.0, 4.0, 8.0, 0.0, 4.0, 8.0])
+    """
+    ys, xs = np.meshgrid(np.linspace(0.0, frame[0] - 1, n), np.linspace(0.0, frame[1] - 1, n),
+                         indexing="ij")
+    return ys.ravel(), xs.ravel()
+
+
 @dataclass
 class VaryingKernel:
     """A kernel whose coefficients are polynomials of the position: ``Σ_t m_t(y, x)·k_t``.
@@ -112,8 +143,7 @@ class VaryingKernel:
 
     def term_values(self, y, x) -> np.ndarray:
         """``m_t`` at pixel ``(y, x)`` of the frame (scalars or broadcastable arrays)."""
-        sy, sx = scaled(y, self.frame[0]), scaled(x, self.frame[1])
-        return np.array([sy ** p * sx ** q for p, q in self.powers])
+        return term_values(self.powers, self.frame, y, x)
 
     def at(self, y, x) -> np.ndarray:
         """The kernel at pixel ``(y, x)`` of ``b`` (row, column; fractional and outside are

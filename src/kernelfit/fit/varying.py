@@ -28,20 +28,43 @@ Statistics without a ``p·T``-column design
     im2col's ``N·(pT)²``.  Masked pixels are subtracted explicitly (or, when most are masked,
     the kept ones summed explicitly).
 
+Regularisers and constraints, on the same statistics of the ``T·p`` coefficients
+    ``reg`` penalises every term alike, ``lam·Σ_t R(k_t)`` (penalty ``I_T ⊗ LᵀL``), with
+    ``lam`` per pixel and ``'auto'`` chosen as on the invariant direct path.  ``normalize=s``
+    is ``T`` linear equalities (``Σ_j k_0[j] = s``, ``Σ_j k_t[j] = 0`` for ``t ≥ 1``), so the
+    kernel sums to ``s`` at every position.  ``nonneg`` is ``kernel_at(y, x) ≥ 0`` at the
+    positions of an ``n × n`` grid of ``b`` (:func:`kernelfit.core.varying.grid_positions`):
+    ``p`` linear inequalities per position, which for degree ≤ 1 (a kernel linear in the
+    position, least at a corner) bound the kernel over all of ``b``.  Both go to the dual
+    active-set solver :func:`kernelfit.solvers.linear_constraints.solve_linearly_constrained`.
+
 Speed and accuracy against im2col and OIS: ``benchmarks/bench_varying.py``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..core.forward import convolve_extended
-from ..core.varying import VaryingKernel, _output_origin, _weighted_sum, term_names
+from ..core.varying import (
+    VaryingKernel,
+    _output_origin,
+    _weighted_sum,
+    grid_positions,
+    monomial_powers,
+    term_names,
+    term_values,
+)
 from .annotate import _annotate
 from .result import KernelFit
+from ..select.direct import choose_lambda
 from ..solvers.direct import solve_normal_equations
+from ..solvers.linear_constraints import solve_linearly_constrained
+from ..solvers.regularisers import penalty_matrix
 from ..stats.background import (
     background_coefficients,
     background_image,
@@ -53,6 +76,10 @@ from ..stats.varying import _common_frame, varying_background_terms, varying_sta
 # The direct solve holds a (p·T)² Gram matrix and factors it in O((p·T)³): 4096 unknowns is
 # 134 MB and a few seconds, the size at which the free model also leaves its direct path.
 MAX_UNKNOWNS = 4096
+
+# nonneg=True holds the kernel >= 0 on this n × n grid of b by default: the corners, the edge
+# midpoints and the centre.
+NONNEG_GRID = 3
 
 
 @dataclass
@@ -109,24 +136,109 @@ class _Residuals:
         return float(sum(np.nansum(r * r) for r in self._images))
 
 
-def _uncertainty(stats, solution, residuals):
-    """Noise from the residuals; covariance ``σ̂² G⁻¹`` and the standard errors (T, kh, kw)."""
-    k = solution.kernel.ravel()
+def _uncertainty(stats, solved, residuals):
+    """Noise from the residuals (``RSS/(n − dof)``); covariance ``σ̂²·cov_unscaled`` and the
+    standard errors (T, kh, kw)."""
+    k = solved.kernel.ravel()
     rss = stats.btb - 2.0 * (k @ stats.rhs) + k @ (stats.gram @ k)
     if rss < 1e-9 * stats.btb:
         # A near-perfect fit: the formula would be mostly rounding; use the images.
         rss = residuals.sum_of_squares()
-    dof_left = stats.n_used - solution.dof
-    if dof_left <= 0.5 or solution.cov_unscaled is None:
+    dof_left = stats.n_used - solved.dof
+    if dof_left <= 0.5 or solved.cov_unscaled is None:
         return float("nan") if dof_left <= 0.5 else float(np.sqrt(rss / dof_left)), None, None
     noise = float(np.sqrt(max(rss, 0.0) / dof_left))
-    cov = noise ** 2 * solution.cov_unscaled
+    cov = noise ** 2 * solved.cov_unscaled
     return noise, cov, np.sqrt(np.clip(np.diag(cov), 0, None)).reshape(stats.shape)
 
 
-def fit_varying(pairs, shape, degree, *, background, single) -> VaryingKernelFit:
-    """Least squares for a polynomially varying kernel on prepared pairs (see
-    :func:`kernelfit.front.variation.estimate_varying`)."""
+# ---------------------------------------------------------------------------------------------
+# The solve: plain, regularised, constrained
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Solved:
+    """The coefficients ``(T, kh, kw)`` and what the uncertainty needs."""
+
+    kernel: np.ndarray
+    cov_unscaled: np.ndarray | None
+    dof: float
+    trusted: bool
+    message: str
+    lam: float | None
+
+
+def _solve(stats, shape, degree, frame, *, reg, lam, nonneg, nonneg_grid, normalize,
+           noise_std, info) -> _Solved:
+    """Choose ``lam`` (when 'auto'), then solve; records the choice and the solver in ``info``.
+
+    The penalty is ``Σ_t R(k_t)``: the regulariser of every term's coefficients, one ``lam``
+    for all (block-diagonal ``I_T ⊗ LᵀL``).  ``lam='auto'`` is the direct path's GCV or
+    discrepancy choice (:func:`kernelfit.select.direct.choose_lambda`) on these statistics.
+    """
+    T = len(monomial_powers(degree))
+    penalty = None
+    if not reg:
+        lam = None
+    else:
+        penalty = sp.kron(sp.identity(T), penalty_matrix(reg, shape), format="csr")
+        if lam == "auto":
+            # choose_lambda reads any kernel of shape[0]·shape[1] unknowns: stack the terms.
+            stacked = dataclasses.replace(stats, shape=(T * shape[0], shape[1]))
+            choice = choose_lambda(stacked, penalty, noise_std=noise_std)
+            lam = choice.lam
+            info["lambda_selection"] = {"criterion": choice.criterion, "lams": choice.lams,
+                                        "scores": choice.scores, "edf": choice.edf,
+                                        "message": choice.message}
+        lam = float(lam)
+    if not nonneg and normalize is None:
+        solution = solve_normal_equations(stats, penalty=penalty, lam=lam or 0.0)
+        info.update(rcond=solution.rcond, rank=solution.rank, dof=solution.dof)
+        return _Solved(solution.kernel, solution.cov_unscaled, solution.dof, solution.trusted,
+                       solution.message, lam)
+    equalities = None if normalize is None else _sum_constraints(T, shape, normalize)
+    inequalities = None
+    if nonneg:
+        inequalities, positions = _nonneg_constraints(degree, frame, shape, nonneg_grid)
+        info["nonneg_positions"] = positions
+    solution = solve_linearly_constrained(stats, penalty=penalty, lam=lam or 0.0,
+                                          equalities=equalities, inequalities=inequalities)
+    # Given the active set the fit is least squares under equalities: its covariance is
+    # K G K with K = A⁻¹ on the directions the active constraints leave free.
+    K, G = solution.projected_inverse, stats.gram
+    dof = float(np.sum(K * G))
+    info.update(dof=dof, iterations=solution.iterations, n_active=len(solution.active),
+                multipliers=solution.multipliers)
+    return _Solved(solution.kernel, K @ G @ K, dof, solution.converged, solution.message, lam)
+
+
+def _sum_constraints(T, shape, total):
+    """``Σ_j k_0[j] = total`` and ``Σ_j k_t[j] = 0`` for ``t ≥ 1``: the kernel's sum is
+    ``Σ_t m_t(y, x)·Σ_j k_t[j] = total`` at every position (``m_0 = 1``)."""
+    p = shape[0] * shape[1]
+    E = sp.kron(sp.identity(T), np.ones((1, p)), format="csr")
+    return E, np.r_[float(total), np.zeros(T - 1)]
+
+
+def _nonneg_constraints(degree, frame, shape, n):
+    """``Σ_t m_t(y_g, x_g)·k_t[j] ≥ 0`` for every kernel pixel ``j`` at every position ``g``
+    of the ``n × n`` grid (:func:`kernelfit.core.varying.grid_positions`); positions whose
+    term values repeat (all of them for degree 0) are kept once.  Returns ``((C, 0), the
+    positions as [[row, column], ...])``."""
+    ys, xs = grid_positions(frame, n)
+    M = term_values(monomial_powers(degree), frame, ys, xs).T          # (positions, T)
+    M = np.unique(M, axis=0)
+    p = shape[0] * shape[1]
+    C = sp.kron(sp.csr_matrix(M), sp.identity(p), format="csr")        # rows g·p + j
+    return (C, np.zeros(C.shape[0])), [[float(y), float(x)] for y, x in zip(ys, xs)]
+
+
+def fit_varying(pairs, shape, degree, *, background, single, reg=None, lam="auto",
+                nonneg=False, nonneg_grid=NONNEG_GRID, normalize=None,
+                noise_std=None) -> VaryingKernelFit:
+    """Least squares for a polynomially varying kernel on prepared pairs, optionally
+    regularised and constrained (see :func:`kernelfit.front.variation.estimate_varying`)."""
     frame = _common_frame(pairs, degree)
     parts, terms = [], []
     for pair in pairs:
@@ -138,7 +250,10 @@ def fit_varying(pairs, shape, degree, *, background, single) -> VaryingKernelFit
             part = profile_out(part, terms[-1])
         parts.append(part)
     stats = sum(parts)
-    solution = solve_normal_equations(stats)
+    info = {"n_pairs": len(pairs)}
+    solution = _solve(stats, shape, degree, frame, reg=reg, lam=lam, nonneg=nonneg,
+                      nonneg_grid=nonneg_grid, normalize=normalize, noise_std=noise_std,
+                      info=info)
     geometry = pairs[0].geometry
     varying = VaryingKernel(solution.kernel, degree, frame, geometry.center,
                             _output_origin(geometry.output_size, shape, geometry.center))
@@ -150,17 +265,15 @@ def fit_varying(pairs, shape, degree, *, background, single) -> VaryingKernelFit
     residuals = _Residuals(pairs, varying, single, backgrounds)
     noise, cov, stderr = _uncertainty(stats, solution, residuals)
     p = shape[0] * shape[1]
-    info = {"n_pairs": len(pairs), "rcond": solution.rcond, "rank": solution.rank,
-            "dof": solution.dof,
-            "variation": {"degree": degree, "terms": term_names(degree), "frame": list(frame),
-                          "origin": list(varying.origin), "stderr": stderr}}
+    info["variation"] = {"degree": degree, "terms": term_names(degree), "frame": list(frame),
+                         "origin": list(varying.origin), "stderr": stderr}
     if background_info is not None:
         info["background"] = background_info
     fit = VaryingKernelFit(
         kernel=varying.coefficients[0].copy(), shape=shape, center=geometry.center,
         boundary=geometry.boundary, model="free", params={"variation": varying.coefficients},
         stderr=None if stderr is None else stderr[0], cov=None if cov is None else cov[:p, :p],
-        background=fitted, _residual=residuals, noise_std=noise, lam=None,
+        background=fitted, _residual=residuals, noise_std=noise, lam=solution.lam,
         n_used=getattr(stats, "n_pixels", stats.n_used),
         converged=solution.trusted, message=solution.message, method="normal-varying",
         info=info, varying=varying)

@@ -157,9 +157,15 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         :mod:`kernelfit.variation`): a :class:`kernelfit.variation.VaryingKernelFit` whose
         ``kernel`` is the kernel at the centre of ``b``, ``kernel_at(y, x)`` the kernel at
         pixel ``(y, x)`` of ``b`` and ``params['variation']`` the ``(T, kh, kw)``
-        coefficients.  Free model, ``loss='l2'``, no ``reg``/``nonneg``/``normalize``,
-        direct solver only (``background=`` is fitted with it, as the astronomers' image
-        subtraction does); every ``b`` of a list must have one shape.
+        coefficients.  Free model, ``loss='l2'``, direct solver only; every ``b`` of a list
+        must have one shape.  ``background=`` is fitted with it (as the astronomers' image
+        subtraction does); ``reg='ridge'|'gradient'|'laplacian'`` penalises every term with
+        one ``lam`` (``‖Xk − b‖²/n + lam·Σ_t R(k_t)``, ``'auto'`` as above);
+        ``normalize=s`` makes the kernel sum ``s`` at every position; ``nonneg=True`` holds
+        the kernel ``>= 0`` exactly at an ``n × n`` grid of positions of ``b``
+        (``nonneg_grid=n``, default 3: corners, edge midpoints, centre), which for
+        ``variation <= 1`` means everywhere on ``b``; see
+        :func:`kernelfit.front.variation.estimate_varying`.
     **model_options
         Options of the structured and parametric models (see ``model``); ``tol``,
         ``maxiter`` of the free model's matrix-free path and robust fits; ``f_scale``,
