@@ -13,8 +13,13 @@ Each rule is either ``MATH`` (the combination asks for something contradictory o
 docs/refusals.md gives the sentence) or ``NOT_YET`` (nothing forbids it, the code does not do
 it yet).  The test asserts the current refusal for both, so it passes today; when a hole is
 closed, DELETE ITS ONE LINE from :data:`RULES` and the combinations fall through to the next
-rule or to ``'exact'``.  Nothing here is pruned for failing: the full product (1944
-combinations) runs in a few seconds because refusals are raised before any work is done.
+rule or to ``'exact'`` (and move its line in docs/refusals.md, which
+:func:`test_rules_are_documented` keeps in step with the table).
+
+Nothing is pruned: the full product (1944 combinations) runs in a few seconds, because the
+refusals come before any work and each fit is a 36×36 problem.  The constraint axis takes
+nonneg and normalize one at a time (both together: tests/test_estimate.py and
+tests/test_robust_free.py).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import functools
 import itertools
 import re
 import warnings
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -136,8 +142,9 @@ def tolerance(combo: Combo) -> float:
     the active set for nonneg, the tiled sums, the L1 linear program, IRLS for L1/Huber and
     the parametric fits) stay below 2e-13; 1e-10 leaves three orders of magnitude for other
     BLAS/HiGHS builds.  The matrix-free path (conjugate gradients or FISTA, run with
-    tol=1e-12) stops at 3e-11 … 8e-11, so it gets 1e-8.  (At its default tol=1e-5 it stops
-    early, at ~1e-5: that regularises, it is not an exact solve, hence tol=1e-12 below.)
+    tol=1e-12) stops between 1e-13 and 8e-11, so it gets 1e-8.  (At its default tol=1e-5 it
+    stops early, at 5e-7 … 6e-4 here: that regularises, it is not the least-squares kernel,
+    hence tol=1e-12 in :func:`run`.)
     """
     return 1e-8 if combo.method == "iterative" else 1e-10
 
@@ -289,7 +296,6 @@ def test_variation_options(option):
 
 def test_rules_are_documented():
     """docs/refusals.md names every rule, and says which ones are planned."""
-    from pathlib import Path
     text = (Path(__file__).resolve().parents[1] / "docs" / "refusals.md").read_text()
     for rule in RULES:
         assert f"`{rule.name}`" in text, rule.name
