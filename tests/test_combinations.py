@@ -95,9 +95,6 @@ RULES = (
          "nonneg=True is not available with model='gaussian'"),
     Rule("parametric-method", MATH, lambda c: c.model == "gaussian" and c.method is not None,
          "is not available with model='gaussian'"),
-    Rule("parametric-robust-background", NOT_YET,      # being closed now
-         lambda c: c.model == "gaussian" and c.background is not None and c.loss != "l2",
-         "does not fit one yet"),
     # kf.estimate with the free model and a robust loss or method='lp' (_fit_robust).
     Rule("free-l1-background", NOT_YET,                # being closed now (l1 and lp)
          lambda c: c.model == "free" and c.background is not None
@@ -121,9 +118,6 @@ RULES = (
     Rule("separable-method", MATH, lambda c: c.model == "separable" and c.method is not None,
          "is not available with model='separable'"),
     # kf.estimate, free model, loss='l2'.
-    Rule("matrix-free-background", NOT_YET,            # being closed now
-         lambda c: c.model == "free" and c.method == "iterative" and c.background is not None,
-         "is not available on the matrix-free path"),
 )
 
 
@@ -271,11 +265,7 @@ def test_automatic_choices(front, model, shape, boundary):
         assert _aligned_error(fit(), k) <= 1e-10   # direct path, as tolerance() says
 
 
-VARIATION_NOT_YET = {   # option → phrase of today's refusal; delete a line when it is closed
-    "nonneg": "nonneg=True is not available with variation=",
-    "normalize": "is not available with variation=",
-    "ridge": "reg='ridge' is not available with variation=",
-}
+VARIATION_NOT_YET: dict = {}   # option → phrase of a refusal; all three are closed now
 
 
 @pytest.mark.parametrize("option", ("none", "nonneg", "normalize", "ridge"))
