@@ -294,3 +294,37 @@ def test_warning_points_at_the_users_call(options):
     with pytest.warns(kf.IdentifiabilityWarning) as caught:
         kf.estimate(a, b, 5, **options)
     assert {record.filename for record in caught} == {__file__}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_seed000_plain_call_says_the_kernel_is_not_determined(seed):
+    """Seed 000's plain call: 10,000 used pixels for a 199×199 free kernel (39,601 unknowns).
+    Whatever the solver returns is one of many exact fits, so the call must warn with the
+    one-call alternatives, not claim convergence, and print numbers (not NaN) in its
+    identifiability line."""
+    from kernelfit.demo import seed000_data
+
+    src, tgt, _ = seed000_data(seed)
+    with pytest.warns(kf.IdentifiabilityWarning,
+                      match=r"cannot determine this 199x199 kernel.*model='radial'.*"
+                            r"model='powerlaw'.*reg='gradient', nonneg=True"):
+        fit = kf.estimate(src, tgt, 199, boundary="fill")
+    assert fit.converged is False
+    report = fit.info["identifiability"]
+    assert report["determined"] is False
+    # 1 − 10000/39601 of the directions carry no data whatever the noise.
+    assert report["unseen_fraction"] == pytest.approx(1 - 10000 / 199 ** 2)
+    summary = fit.summary()
+    assert "status: NOT DETERMINED" in summary
+    line = next(text for text in summary.splitlines() if text.startswith("identifiability"))
+    assert "nan" not in line and "75%" in line
+
+
+def test_determined_fit_has_no_undetermined_verdict():
+    """The same check leaves a well-posed free fit alone (more pixels than unknowns)."""
+    rng = np.random.default_rng(3)
+    a = rng.random((64, 64))
+    b = kf.convolve(a, np.full((5, 5), 1 / 25), mode="valid") + 1e-3 * rng.normal(size=(60, 60))
+    fit = kf.estimate(a, b, 5)
+    assert fit.converged and "determined" not in fit.info["identifiability"]
+    assert "status: ok" in fit.summary()

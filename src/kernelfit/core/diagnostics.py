@@ -28,7 +28,13 @@ A free kernel fitted without a regulariser or ``nonneg`` raises an
 :class:`IdentifiabilityWarning` with the remedies, and says so in ``fit.message``, when any
 of these holds: ``below_noise_fraction ≥`` :data:`BELOW_NOISE_LIMIT`, ``condition_number >``
 :data:`CONDITION_MARGIN` ``× noise_condition_limit``, ``relative_error ≥``
-:data:`RELATIVE_ERROR_LIMIT`.  A regularised, non-negative, structured or parametric fit only
+:data:`RELATIVE_ERROR_LIMIT`.  A free kernel without a
+regulariser or ``nonneg`` that has more effective parameters than used pixels (after one mean
+per pair) is *not determined* at all: the fit is one of many that reproduce ``b`` exactly.
+It gets ``converged = False``, ``info['identifiability']['determined'] = False`` with the
+``unseen_fraction`` ``1 − n/p`` of directions no pixel sees, an
+:class:`IdentifiabilityWarning` naming the one-call alternatives, and a summary whose status
+line says so.  A regularised, non-negative, structured or parametric fit only
 records the numbers: its prior or model supplies what the data lack, at the price of a bias
 the standard errors do not include.
 
@@ -393,7 +399,9 @@ def annotate(pairs, fit) -> None:
     report["effective_parameters"] = _effective_parameters(fit)
     report["n_coefficients"] = int(fit.kernel.size)
     fit.info["identifiability"] = report
-    if _should_warn(fit, report):
+    if _is_undetermined(pairs, fit, report):
+        _mark_undetermined(pairs, fit, report)
+    elif _should_warn(fit, report):
         message = _advice(fit.kernel.shape, report)
         fit.message = f"{fit.message}; {message}" if fit.message else message
         warnings.warn(message, IdentifiabilityWarning, stacklevel=user_stacklevel())
@@ -429,9 +437,51 @@ def _effective_parameters(fit) -> float:
     return float("nan")
 
 
+def _unregularised_free(fit) -> bool:
+    """A free kernel with nothing but the data to determine it (no ``reg``, no ``nonneg``)."""
+    return fit.model == "free" and fit.lam is None and fit.info.get("active") is None \
+        and not fit.info.get("nonneg", False)
+
+
+def _is_undetermined(pairs, fit, report) -> bool:
+    """More effective parameters than used pixels (after one mean per pair): whatever the
+    solver returns is one of many kernels that fit ``b`` exactly, however small the noise."""
+    n_used = sum(pair.n_used for pair in pairs)
+    return _unregularised_free(fit) and report["effective_parameters"] > n_used - len(pairs)
+
+
+def _mark_undetermined(pairs, fit, report) -> None:
+    """Record, say and warn that the kernel is not determined; ``fit.converged = False``.
+
+    With ``n`` used pixels, the design has rank ``≤ n``, so at least ``1 − n/p`` of the
+    kernel's ``p`` directions carry no data at all: their signal-to-noise ratio is 0 whatever
+    the noise, which is a lower bound on ``below_noise_fraction`` (the spectral estimate
+    needs a noise level, and an exact fit has none to offer).
+    """
+    n_used = sum(pair.n_used for pair in pairs)
+    p = fit.kernel.size
+    unseen = max(0.0, 1.0 - n_used / p)
+    spectral = report["below_noise_fraction"]
+    report["determined"] = False
+    report["unseen_fraction"] = unseen
+    report["below_noise_fraction"] = unseen if np.isnan(spectral) else max(spectral, unseen)
+    report["relative_error"] = float("inf")
+    fit.converged = False
+    shape = fit.kernel.shape
+    message = (
+        f"the images cannot determine this {shape[0]}x{shape[1]} kernel: "
+        f"{n_used} used pixels for {report['effective_parameters']:.6g} effective parameters, "
+        f"so this is one of many kernels that fit b exactly and at least {unseen:.0%} of its "
+        "directions are not seen by the data; one-call alternatives: model='radial' (a "
+        "kernel that depends only on the distance from its centre), model='powerlaw' "
+        "(amplitude * r**-exponent), or reg='gradient', nonneg=True (a smooth non-negative "
+        "free kernel, lam chosen by GCV); see fit.info['identifiability']")
+    fit.message = f"{fit.message}; {message}" if fit.message else message
+    warnings.warn(message, IdentifiabilityWarning, stacklevel=user_stacklevel())
+
+
 def _should_warn(fit, report) -> bool:
-    if fit.model != "free" or fit.lam is not None or not fit.converged \
-            or fit.info.get("active") is not None:
+    if not _unregularised_free(fit) or not fit.converged:
         return False
     fraction = report["below_noise_fraction"]
     limit = report["noise_condition_limit"]

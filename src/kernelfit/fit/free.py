@@ -212,6 +212,8 @@ def fit_free_iterative(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, no
         else ProjectedOperator(pairs, shape, background)
     terms = getattr(op, "terms", None)
     info = {"n_pairs": len(pairs)}
+    if nonneg:
+        info["nonneg"] = True
     x0, noise = None, float("nan")
     if reg is not None and lam == "auto":
         selection = choose_lambda_iterative(op, reg, noise_std=noise_std, nonneg=nonneg,

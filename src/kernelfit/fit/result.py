@@ -90,7 +90,7 @@ class KernelFit:
         lines = [
             f"kernelfit: {self.model} kernel {self.shape[0]}x{self.shape[1]}, "
             f"center {self.center}, boundary '{self.boundary}', method '{self.method}'",
-            f"pixels used: {self.n_used}   noise std: {self.noise_std:.4g}   "
+            f"pixels used: {self.n_used}   noise std: {self._noise_text()}   "
             f"kernel sum: {self.kernel.sum():.6g}"
             + ("" if self.lam is None else f"   lam: {self.lam:.4g}"),
         ]
@@ -98,13 +98,9 @@ class KernelFit:
         if isinstance(self.stderr, np.ndarray) and np.isfinite(self.stderr).any():
             lines.append(f"median standard error per coefficient: {np.nanmedian(self.stderr):.3g}")
         check = self.info.get("identifiability", {})
-        if "below_noise_fraction" in check:   # see kernelfit.diagnostics
-            lines.append(f"identifiability: {check['below_noise_fraction']:.0%} of the "
-                         "frequencies below the noise, a free least-squares kernel's relative "
-                         f"error ~{check['relative_error']:.2g}, "
-                         f"{check['effective_parameters']:.4g} effective parameters")
+        lines.extend(self._identifiability_lines(check))
         lines.extend(self._choice_lines())
-        lines.append("status: " + ("ok" if self.converged else "NOT TRUSTED"))
+        lines.append("status: " + self._status(check))
         if self.message:
             lines.append(self.message)
         if self.kernel.size <= 121:
@@ -112,6 +108,32 @@ class KernelFit:
             lines.append(np.array2string(self.kernel, precision=4, suppress_small=True,
                                          max_line_width=120))
         return "\n".join(lines)
+
+    def _identifiability_lines(self, check) -> list[str]:
+        """One line of :mod:`kernelfit.core.diagnostics`' evidence, in numbers (a noise
+        level that cannot be estimated leaves only the count of unseen directions)."""
+        if "below_noise_fraction" not in check:
+            return []
+        if check.get("determined", True) is False:
+            return [f"identifiability: {self.n_used} used pixels for "
+                    f"{check['effective_parameters']:.6g} effective parameters: at least "
+                    f"{check['unseen_fraction']:.0%} of the kernel's directions are not seen "
+                    "by the data, its error is not bounded"]
+        if not np.isfinite(check["below_noise_fraction"]):
+            return [f"identifiability: not assessed (no noise level), "
+                    f"{check['effective_parameters']:.4g} effective parameters"]
+        return [f"identifiability: {check['below_noise_fraction']:.0%} of the frequencies "
+                "below the noise, a free least-squares kernel's relative error "
+                f"~{check['relative_error']:.2g}, {check['effective_parameters']:.4g} "
+                "effective parameters"]
+
+    def _noise_text(self) -> str:
+        return f"{self.noise_std:.4g}" if np.isfinite(self.noise_std) else "not estimable"
+
+    def _status(self, check) -> str:
+        if check.get("determined", True) is False:
+            return "NOT DETERMINED (the images cannot determine this kernel; see below)"
+        return "ok" if self.converged else "NOT TRUSTED"
 
     def _choice_lines(self) -> list[str]:
         """What was chosen automatically (``shape=None``, ``boundary='auto'``), if anything;
