@@ -12,6 +12,7 @@ True
 from .core.conventions import BOUNDARIES
 from .core.diagnostics import IdentifiabilityWarning, RankDeficientWarning
 from .core.forward import KernelOperator, convolve
+from .core.threads import thread_count, threads
 from .core.varying import VaryingKernel
 from .fit.channels import ChannelFits
 from .fit.result import KernelFit
@@ -35,4 +36,6 @@ __all__ = [
     "convolve",
     "estimate",
     "statistics",
+    "thread_count",
+    "threads",
 ]

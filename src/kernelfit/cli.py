@@ -14,6 +14,7 @@ with ``--verbose``; ``--quiet`` silences them and the fit summary (warnings stil
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -71,7 +72,8 @@ def main(argv=None) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                status = args.handler(args)
+                with _thread_limit(args):
+                    status = args.handler(args)
             except USER_ERRORS as exc:
                 print(f"kernelfit: error: {_one_line(exc)}", file=sys.stderr)
                 return 2
@@ -82,6 +84,13 @@ def main(argv=None) -> int:
         root.removeHandler(logged)
     _print_warnings([_one_line(w.message) for w in caught] + logged.messages)
     return status
+
+
+def _thread_limit(args):
+    """``--threads N`` as :func:`kernelfit.threads` around the whole command."""
+    from .core.threads import threads
+
+    return threads(args.threads) if args.threads else contextlib.nullcontext()
 
 
 class _LogRecords(logging.Handler):
@@ -124,7 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_apply(commands)
     demo = commands.add_parser("demo", help="run the worked examples on bundled/generated data")
     demo.set_defaults(handler=_run_demo)
+    for command in commands.choices.values():
+        command.add_argument(
+            "--threads", type=_thread_count, metavar="N",
+            help="use at most N threads (FFT workers and BLAS; default: the cores available). "
+                 "Use 1 when several runs share the machine")
     return parser
+
+
+def _thread_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--threads {text!r}: expected an integer >= 1")
+    return int(text)
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ import scipy.signal
 
 from .conventions import Geometry, as_image, make_geometry, normalize_shape
 from . import tiling
+from .threads import uses_threads
 
 
+@uses_threads
 def convolve(a, kernel, *, boundary="fill", center=None, mode="same"):
     """Convolve image ``a`` with ``kernel`` — the forward model that :func:`estimate` inverts.
 

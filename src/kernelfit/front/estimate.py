@@ -19,8 +19,10 @@ from .dispatch import choose_fit
 from .distributed import estimate as estimate_dask
 from .options import check_request
 from .variation import estimate_varying
+from ..core.threads import uses_threads
 
 
+@uses_threads
 def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="l2",
              reg=None, lam="auto", nonneg=False, normalize=None, mask=None, method=None,
              noise_std=None, background=None, saturation=None, saturation_a=None,

@@ -19,8 +19,10 @@ from ..stats.tiles import (
     tile_statistics,
 )
 from .options import PARAMETRIC, _check_options
+from ..core.threads import uses_threads
 
 
+@uses_threads
 def estimate_tiled(a, b, shape, *, tile=DEFAULT_TILE, boundary="valid", center=None,
                    model="free", loss="l2", reg=None, lam="auto", nonneg=False, normalize=None,
                    mask=None, method=None, noise_std=None, background=None, saturation=None,

@@ -19,6 +19,7 @@ import scipy.linalg
 from scipy.linalg import lapack
 
 from ..core.diagnostics import RankDeficientWarning, user_stacklevel
+from ..core.threads import dense_threads
 from ..stats.gram import SufficientStatistics
 
 
@@ -93,12 +94,13 @@ def solve_normal_equations(stats: SufficientStatistics, *, penalty=None,
     A = G + (lam * stats.n_used) * _dense(penalty) if regularised else G
     if not (np.all(np.isfinite(A)) and np.all(np.isfinite(c))):
         raise ValueError("the statistics contain NaN or inf; check a and b for huge values")
-    factor, rcond = _cholesky(A)
-    if factor is not None and rcond >= _rcond_limit(p):
-        kernel = scipy.linalg.cho_solve((factor, False), c)
-        A_inv, rank = _inverse_from_cholesky(factor), p
-    else:
-        kernel, A_inv, rank = _eigen_solve(A, c)
+    with dense_threads(p):   # O(p³): worth more BLAS threads only when p is large
+        factor, rcond = _cholesky(A)
+        if factor is not None and rcond >= _rcond_limit(p):
+            kernel = scipy.linalg.cho_solve((factor, False), c)
+            A_inv, rank = _inverse_from_cholesky(factor), p
+        else:
+            kernel, A_inv, rank = _eigen_solve(A, c)
     if A_inv is None:
         message = (
             f"the normal equations are rank-deficient (numerical rank {rank} of {p} unknowns): "
@@ -108,7 +110,8 @@ def solve_normal_equations(stats: SufficientStatistics, *, penalty=None,
         warnings.warn(message, RankDeficientWarning, stacklevel=user_stacklevel())
         return DirectSolution(kernel.reshape(stats.shape), None, float(rank), rank, rcond,
                               False, message)
-    cov = A_inv @ G @ A_inv if regularised else A_inv
+    with dense_threads(p):
+        cov = A_inv @ G @ A_inv if regularised else A_inv
     dof = float(np.sum(A_inv * G))  # trace(A⁻¹G) for symmetric A⁻¹ and G
     return DirectSolution(kernel.reshape(stats.shape), cov, dof, p, rcond, True, "")
 
