@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.threads import compute_threads
 from ..io.atomic import atomic_output
 from ..stats.background import residual_with_background
 
@@ -82,7 +83,8 @@ class KernelFit:
     def residual(self):
         """``b − prediction`` (NaN where unused), made on first access."""
         if callable(self._residual):
-            self._residual = self._residual()
+            with compute_threads():   # made after the fit returned: same thread policy
+                self._residual = self._residual()
         return self._residual
 
     def summary(self) -> str:
