@@ -601,9 +601,11 @@ def test_damaged_tiff_makes_tifffile_log(tmp_path, caplog):
 def test_command_reports_a_constant_a_in_one_warning_line(tmp_path):
     a = _npy(tmp_path, "flat.npy", np.ones((16, 16)))
     status, out, err = run_kernelfit(*_fit(tmp_path, a, _pair(tmp_path)[1]), cwd=tmp_path)
-    assert status == 0
-    assert len(err) == 1 and err[0].startswith("kernelfit: warning: "), err
-    assert re.search(r"rank-deficient .*do not determine the kernel", err[0])
+    assert status == 4   # the verdict 'failed' (kernelfit.fit.verdict)
+    assert err[0].startswith("kernelfit: fit failed: "), err
+    warnings_printed = [line for line in err if line.startswith("kernelfit: warning: ")]
+    assert len(err) == 2 and len(warnings_printed) == 1, err
+    assert re.search(r"rank-deficient .*do not determine the kernel", warnings_printed[0])
     assert "NOT TRUSTED" in out
 
 

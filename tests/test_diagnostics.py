@@ -315,7 +315,7 @@ def test_seed000_plain_call_says_the_kernel_is_not_determined(seed):
     # 1 − 10000/39601 of the directions carry no data whatever the noise.
     assert report["unseen_fraction"] == pytest.approx(1 - 10000 / 199 ** 2)
     summary = fit.summary()
-    assert "status: NOT DETERMINED" in summary
+    assert "status: failed: NOT DETERMINED" in summary
     line = next(text for text in summary.splitlines() if text.startswith("identifiability"))
     assert "nan" not in line and "75%" in line
 

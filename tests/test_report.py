@@ -211,7 +211,7 @@ def test_user_text_is_escaped(tmp_path, fits, requires_matplotlib):
     assert all(src.startswith("data:image/png;base64,") for src in page.images)
     body = "".join(page.text)
     assert evil in body and "<img src=x onerror=alert(1)>" in body
-    assert "<h1>my & fit</h1>" in body and "NOT TRUSTED" in body
+    assert "<h1>my & fit</h1>" in body and "status: failed" in body
 
 
 def test_prediction_is_in_the_frame_of_b(data, requires_matplotlib):

@@ -45,7 +45,12 @@ examples:
 
 
 def main(argv=None) -> int:
-    """Run the command line; return the exit status (0 success, 2 error, 130 interrupted).
+    """Run the command line; return the exit status.
+
+    0: success (for ``estimate``, a fit whose verdict is ``'ok'``); 2: an error (nothing
+    written); 3: the fit's verdict is ``'doubtful'`` (outputs written; 4 with ``--strict``);
+    4: the fit's verdict is ``'failed'`` (outputs written, for inspection); 130: interrupted.
+    See :mod:`kernelfit.fit.verdict`.
 
     Parameters
     ----------
@@ -225,6 +230,8 @@ def _add_estimate(commands) -> None:
                    "kernelfit[dask]); with --tile the workers read the files themselves")
     p.add_argument("-o", "--output", required=True, metavar="KERNEL",
                    help="kernel file: .npy, .csv, .txt, .tif, .fits, or .png (a picture)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 4 (failed) for a doubtful fit too, instead of 3")
     p.add_argument("--json", metavar="FIT.json", help="also write the whole fit as JSON")
     p.add_argument("--report", metavar="REPORT.html",
                    help="also write a self-contained HTML report (kernel, MTF, images, "
@@ -325,7 +332,7 @@ def _run_estimate(args) -> int:
         print(fit.summary())
     _write_outputs(args, fit, progress, a=a, b=b)
     progress.say(f"done in {time.perf_counter() - started:.1f} s")
-    return 0
+    return _verdict_status(fit, args)
 
 
 def _run_estimate_tiled(args, shape, options, progress, started) -> int:
@@ -364,7 +371,18 @@ def _run_estimate_tiled(args, shape, options, progress, started) -> int:
         print(fit.summary())
     _write_outputs(args, fit, progress)
     progress.say(f"done in {time.perf_counter() - started:.1f} s")
-    return 0
+    return _verdict_status(fit, args)
+
+
+def _verdict_status(fit, args) -> int:
+    """Exit status of a finished fit: 0 ok, 3 doubtful (4 with --strict), 4 failed; a fit
+    that is not ok says why in one line on stderr (also under --quiet)."""
+    verdict = fit.verdict
+    if verdict.level != "ok":
+        print(f"kernelfit: fit {_one_line(verdict)}", file=sys.stderr)
+    if args.strict and verdict.level == "doubtful":
+        return 4
+    return verdict.exit_code
 
 
 def _run_apply(args) -> int:

@@ -323,7 +323,7 @@ def identifiability(pairs, kernel, noise_std, *, variance_sum=None) -> dict:
     # Σ(b − b̄)² holds the noise of n − (one mean per pair) pixels.  a's mean is left out of
     # both sides: it meets only the kernel's sum, which is rarely where a fit goes wrong.
     n_dof = sum(pair.n_used for pair in pairs) - len(pairs)
-    signal_energy = max(_fluctuation_energy(pairs) - n_dof * noise_std ** 2, 0.0)
+    signal_energy = max(fluctuation_energy(pairs) - n_dof * noise_std ** 2, 0.0)
     total = float(fluctuation.sum())
     kappa2 = float(np.sum(kernel ** 2)) / p
     if signal_energy > 0 and total > 0:
@@ -343,7 +343,7 @@ def identifiability(pairs, kernel, noise_std, *, variance_sum=None) -> dict:
             "relative_error": float(relative)}
 
 
-def _fluctuation_energy(pairs) -> float:
+def fluctuation_energy(pairs) -> float:
     """``Σ (b − b̄)²`` over the used pixels of every pair, ``b̄`` each pair's mean."""
     total = 0.0
     for pair in pairs:
@@ -402,6 +402,7 @@ def annotate(pairs, fit) -> None:
     if _is_undetermined(pairs, fit, report):
         _mark_undetermined(pairs, fit, report)
     elif _should_warn(fit, report):
+        report["poorly_determined"] = True
         message = _advice(fit.kernel.shape, report)
         fit.message = f"{fit.message}; {message}" if fit.message else message
         warnings.warn(message, IdentifiabilityWarning, stacklevel=user_stacklevel())

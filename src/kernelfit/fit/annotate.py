@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from ..core.diagnostics import RankDeficientWarning, user_stacklevel
+from ..core.diagnostics import RankDeficientWarning, fluctuation_energy, user_stacklevel
 from ..core.diagnostics import annotate as annotate_identifiability
 from .result import KernelFit
 
@@ -30,6 +30,7 @@ def _annotate(pairs, fit: KernelFit) -> KernelFit:
         fit.info.update(pairs[0].notes)
     elif any(pair.notes for pair in pairs):
         fit.info["defects"] = [pair.notes for pair in pairs]
+    fit.info.update(_b_moments(pairs))
     floor = _quantisation_floor(pairs)
     if floor > 0:
         fit.info["quantisation_var"] = floor
@@ -44,6 +45,16 @@ def _annotate(pairs, fit: KernelFit) -> KernelFit:
     # After the noise floor: whether a and this noise level determine the kernel.
     annotate_identifiability(pairs, fit)
     return fit
+
+
+def _b_moments(pairs) -> dict:
+    """``b``'s RMS and ``Σ(b − b̄)²`` over the used pixels (``b̄`` per pair): the scales the
+    verdict (:mod:`kernelfit.fit.verdict`) measures the residual against."""
+    n = sum(pair.n_used for pair in pairs)
+    # b_used is 0 on the unused pixels, so plain sums cover the used ones.
+    square_sum = sum(float(np.einsum("ij,ij->", pair.b_used, pair.b_used)) for pair in pairs)
+    return {"b_rms": float(np.sqrt(square_sum / max(n, 1))),
+            "b_variance_sum": fluctuation_energy(pairs)}
 
 
 def _quantisation_floor(pairs) -> float:

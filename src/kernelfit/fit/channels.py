@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .result import _jsonable
+from .verdict import LEVELS, Verdict
 from ..io.atomic import atomic_output
 
 
@@ -62,6 +63,16 @@ class ChannelFits:
     @property
     def converged(self) -> bool:
         return all(fit.converged for fit in self.fits)
+
+    @property
+    def verdict(self):
+        """The worst channel's :class:`~kernelfit.fit.verdict.Verdict`, its reasons prefixed
+        by their channel."""
+        verdicts = [fit.verdict for fit in self.fits]
+        level = max((v.level for v in verdicts), key=LEVELS.index)
+        reasons = tuple(f"channel {c}: {reason}" for c, v in enumerate(verdicts)
+                        for reason in v.reasons)
+        return Verdict(level, reasons, {"channels": [v.checks for v in verdicts]})
 
     @property
     def message(self) -> str:

@@ -78,6 +78,18 @@ class KernelFit:
     info: dict = field(default_factory=dict)
     # The residual: an array, a list of arrays, or a callable that makes them (see residual).
     _residual: Any = field(default=None, repr=False)
+    _verdict: Any = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def verdict(self):
+        """:class:`kernelfit.fit.verdict.Verdict`: ``'ok'``, ``'doubtful'`` or ``'failed'``
+        with its reasons (see :mod:`kernelfit.fit.verdict`); assessed on first access, from
+        the residual among others."""
+        if self._verdict is None:
+            from .verdict import assess
+
+            self._verdict = assess(self)
+        return self._verdict
 
     @property
     def residual(self):
@@ -86,6 +98,44 @@ class KernelFit:
             with compute_threads():   # made after the fit returned: same thread policy
                 self._residual = self._residual()
         return self._residual
+
+    def kernel_for(self, tool: str) -> np.ndarray:
+        """The kernel as ``tool`` applies it: ``'scipy'`` as fitted, ``'pillow'``, ``'opencv'``
+        and ``'torch'`` (which correlate) rotated by 180° (:func:`kernelfit.fit.export.kernel_for`).
+
+        Examples
+        --------
+        >>> import numpy as np, kernelfit as kf
+        >>> a = np.random.default_rng(0).random((32, 32))
+        >>> k = np.array([[0, 0, 0], [0, 1, 3], [0, 0, 0]]) / 4
+        >>> fit = kf.estimate(a, kf.convolve(a, k, mode="valid"), 3)
+        >>> np.round(fit.kernel_for("opencv")[1], 6) + 0.0   # + 0.0: no "-0."
+        array([0.75, 0.25, 0.  ])
+        """
+        from .export import kernel_for
+
+        return kernel_for(self.kernel, tool)
+
+    def as_integer_matrix(self, *, orientation="convolution", max_divisor=None):
+        """The kernel as an editor's convolution matrix: integers, divisor and offset
+        (:func:`kernelfit.fit.export.integer_matrix`), within two standard errors of the fit
+        where they are known; the offset is a fitted constant background (``background=0``).
+
+        ``orientation='correlation'`` gives the matrix as editors (GIMP, Pillow) apply it.
+        """
+        from .export import MAX_DIVISOR, integer_matrix, kernel_for
+
+        if orientation not in ("convolution", "correlation"):
+            raise ValueError(f"orientation={orientation!r}: expected 'convolution' or "
+                             "'correlation'")
+        tool = "scipy" if orientation == "convolution" else "pillow"
+        stderr = self.stderr if isinstance(self.stderr, np.ndarray) else None
+        tolerance = None if stderr is None else 2.0 * kernel_for(stderr, tool)
+        offset = 0.0
+        if self.background is not None and np.size(self.background) == 1:
+            offset = float(np.ravel(self.background)[0])
+        return integer_matrix(kernel_for(self.kernel, tool), tolerance=tolerance, offset=offset,
+                              max_divisor=max_divisor or MAX_DIVISOR)
 
     def summary(self) -> str:
         """A human-readable report of the fit."""
@@ -103,6 +153,7 @@ class KernelFit:
         lines.extend(self._identifiability_lines(check))
         lines.extend(self._choice_lines())
         lines.append("status: " + self._status(check))
+        lines.extend(f"  - {reason}" for reason in self.verdict.reasons)
         if self.message:
             lines.append(self.message)
         if self.kernel.size <= 121:
@@ -133,9 +184,14 @@ class KernelFit:
         return f"{self.noise_std:.4g}" if np.isfinite(self.noise_std) else "not estimable"
 
     def _status(self, check) -> str:
+        """The verdict's level; a failed fit also says whether it is not determined at all
+        (more unknowns than data) or not trusted (the solver's message says why)."""
+        level = self.verdict.level
+        if level != "failed":
+            return level
         if check.get("determined", True) is False:
-            return "NOT DETERMINED (the images cannot determine this kernel; see below)"
-        return "ok" if self.converged else "NOT TRUSTED"
+            return "failed: NOT DETERMINED (the images cannot determine this kernel)"
+        return "failed: NOT TRUSTED"
 
     def _choice_lines(self) -> list[str]:
         """What was chosen automatically (``shape=None``, ``boundary='auto'``), if anything;
@@ -186,6 +242,7 @@ class KernelFit:
             "lam": self.lam,
             "n_used": int(self.n_used),
             "converged": bool(self.converged),
+            "verdict": _jsonable(self.verdict.to_dict()),
             "message": self.message,
             "method": self.method,
             "info": _jsonable(_without_images(self.info)),

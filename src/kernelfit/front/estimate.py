@@ -216,7 +216,10 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     problem = check_request(shape, single=_single(a), model_options=model_options, **options)
     fit = choose_fit(problem)
     pairs = _prepare_pairs(a, b, problem.shape, **problem.preparation)
-    return fit(pairs)
+    result = fit(pairs)
+    if noise_std is not None:   # the noise model the verdict's χ² is measured against
+        result.info["noise_std_given"] = float(noise_std)
+    return result
 
 
 def _wrapper(a, b, shape, options, model_options, *, channel_axis, shared_channels,

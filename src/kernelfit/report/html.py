@@ -236,7 +236,7 @@ def compact_html(fit) -> str:
     for name, value in fit.params.items():
         if np.ndim(value) == 0:
             rows.append((name, with_error(value, errors.get(name))))
-    rows.append(("status", "ok" if fit.converged else "NOT TRUSTED"))
+    rows.append(("status", fit.verdict.level))
     if fit.message:
         rows.append(("message", fit.message))
     table = "".join(
@@ -300,6 +300,7 @@ pre { background:#0f1b2a; color:#e6edf5; padding:12px 14px; border-radius:6px;
 .status { margin:14px 0 0; padding:8px 14px; border-radius:6px; font-weight:600; }
 .status.ok { background:#e3f4e8; color:#1e6b3a; border:1px solid #b9e0c5; }
 .status.bad { background:#fdecea; color:#a12a1f; border:1px solid #f3c1bb; }
+.status.doubtful { background:#fff4dc; color:#7a5200; border:1px solid #f0d69a; }
 .note { color:var(--muted); }
 footer { color:var(--muted); font-size:12px; text-align:center; padding-bottom:20px; }
 """

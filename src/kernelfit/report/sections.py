@@ -384,8 +384,11 @@ def _scalar_info(info, prefix="", depth=0) -> list[tuple[str, str]]:
 
 
 def status_banner(fit) -> str:
-    if fit.converged:
-        text = "status: ok" + (f" — {fit.message}" if fit.message else "")
-        return f'<p class="status ok">{html.escape(text)}</p>'
-    return ('<p class="status bad">' + html.escape(
-        "status: NOT TRUSTED — " + (fit.message or "see the diagnostics")) + "</p>")
+    """The fit's verdict (ok / doubtful / failed, kernelfit.fit.verdict) with its reasons,
+    coloured by level, and the solver's message."""
+    verdict = fit.verdict
+    css = {"ok": "ok", "doubtful": "doubtful", "failed": "bad"}[verdict.level]
+    parts = [f"status: {verdict.level}", *verdict.reasons]
+    if fit.message:
+        parts.append(fit.message)
+    return f'<p class="status {css}">{html.escape(" — ".join(parts))}</p>'
