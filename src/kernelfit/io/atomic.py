@@ -40,6 +40,7 @@ class DiskFullError(OSError):
                    f"(ENOSPC: {os.strerror(errno.ENOSPC)})")
         super().__init__(errno.ENOSPC, message + (f"; {detail}" if detail else ""))
         self.filename = str(path)
+        self.detail = detail
 
     def __str__(self) -> str:
         return self.strerror
@@ -51,7 +52,9 @@ _SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")
 
 def _as_disk_full(exc: OSError, path):
     """The DiskFullError that ``exc`` means for ``path``, or None if it is something else."""
-    if isinstance(exc, DiskFullError) or exc.errno == errno.ENOSPC:
+    if isinstance(exc, DiskFullError):  # named after a temporary file by an inner writer
+        return DiskFullError(path, exc.detail)
+    if exc.errno == errno.ENOSPC:
         return DiskFullError(path)
     short = _SHORT_WRITE.search(str(exc))
     if short:
