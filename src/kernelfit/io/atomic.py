@@ -197,8 +197,9 @@ class OutputSet:
     def write(self, path, writer, *args) -> None:
         """Reserve a temporary file beside ``path`` and run ``writer(temp_path, *args)``."""
         path = Path(path)
-        temp_path = _reserve(path)
-        self._pending.append((temp_path, path))
+        with _signals_held():  # a temporary file created is a temporary file recorded
+            temp_path = _reserve(path)
+            self._pending.append((temp_path, path))
         with _disk_full_named(path):
             writer(str(temp_path), *args)
 
