@@ -139,7 +139,9 @@ def test_write_kernel_stack(tmp_path, rng):
     io.write_kernel(tmp_path / "k.fits", stack)
     from astropy.io import fits
 
-    assert np.array_equal(fits.getdata(tmp_path / "k.fits"), stack)
+    # FITS keeps the planes of a cube on NAXIS3 (NumPy's first axis); read back channels last.
+    assert np.array_equal(fits.getdata(tmp_path / "k.fits"), np.moveaxis(stack, -1, 0))
+    assert np.array_equal(io.read_kernel(tmp_path / "k.fits", stack=True), stack)
 
 
 @pytest.mark.parametrize("name", ["k.csv", "k.txt", "k.png"])

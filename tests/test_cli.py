@@ -1,7 +1,22 @@
-"""Tests for the ``kernelfit`` command line, run in-process through ``main(argv)``."""
+"""Tests for the ``kernelfit`` command line, run in-process through ``main(argv)``.
 
+Every run made through ``cli.main`` here is watched by :func:`_watched_runs`: no input file
+changes, a failed run leaves its directories exactly as they were (no output, no temporary
+file), and a run that succeeds adds or changes nothing but its outputs.
+"""
+
+import contextlib
+import errno
+import hashlib
+import io as stdio
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -20,6 +35,61 @@ KERNEL = np.array([[0.0, 1.0, 0.0], [1.0, 4.0, 2.0], [0.0, 1.0, 1.0]]) / 10.0
 @pytest.fixture
 def rng():
     return np.random.default_rng(7)
+
+
+# --------------------------------------------------------------------------------------------
+# Every run: inputs untouched; a failed run leaves nothing; a good one only its outputs
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _watched_runs(monkeypatch):
+    real_main = cli.main
+
+    def watched(argv=None):
+        argv = [str(x) for x in (sys.argv[1:] if argv is None else argv)]
+        inputs, outputs = _paths_of(argv)
+        directories = {p.resolve().parent for p in inputs + outputs if p.parent.is_dir()}
+        inputs_before = {p: _digest(p) for p in inputs if p.exists()}
+        before = {d: _listing(d) for d in directories}
+        status = real_main(argv)
+        for path, digest in inputs_before.items():
+            assert _digest(path) == digest, f"the input {path} was modified"
+        allowed = set() if status != 0 else {p.name for p in outputs}
+        for directory, listing in before.items():
+            after = _listing(directory)
+            changed = {name for name in set(listing) | set(after)
+                       if listing.get(name) != after.get(name)}
+            assert changed <= allowed, (
+                f"status {status} left {sorted(changed - allowed)} in {directory}")
+        return status
+
+    monkeypatch.setattr(cli, "main", watched)
+
+
+def _paths_of(argv):
+    """(inputs, outputs) of a command line, as the CLI's own parser reads it."""
+    quiet = stdio.StringIO()
+    try:
+        with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
+            args = cli.build_parser().parse_args(argv)
+    except SystemExit:  # a usage error: every file named counts as an input
+        return [Path(x) for x in argv if os.path.isfile(x)], []
+    inputs = [getattr(args, name, None) for name in ("a", "b", "mask", "kernel")]
+    outputs = [getattr(args, name, None) for name in ("output", "json", "report")]
+    return [Path(p) for p in inputs if p], [Path(p) for p in outputs if p]
+
+
+def _digest(path):
+    path = Path(path)
+    if path.is_dir():  # a .zarr store
+        return tuple((str(p.relative_to(path)), _digest(p))
+                     for p in sorted(path.rglob("*")) if p.is_file())
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _listing(directory):
+    return {p.name: _digest(p) for p in directory.iterdir()}
 
 
 @pytest.fixture
@@ -462,3 +532,222 @@ def test_demo_recovers_the_editor_matrix(capsys):
     assert found, out
     assert float(found.group(1)) <= 0.005, out
     assert "target error <= 0.005 with boundary='nearest': met" in out
+
+
+# --------------------------------------------------------------------------------------------
+# Nothing lost: an output that is an input is refused
+# --------------------------------------------------------------------------------------------
+
+
+def _same_file_cases():
+    """(id, builder): a builder gets the directory and the two .npy inputs and returns
+    (argv, the option refused, the input it names)."""
+
+    def estimate(d, a, b, *extra):
+        return ["estimate", a, b, "--shape", "3", "--boundary", "fill", *extra]
+
+    def kernel_onto_a(d, a, b):
+        return estimate(d, a, b, "-o", a), "-o", "A"
+
+    def kernel_onto_b_by_another_name(d, a, b):
+        return estimate(d, a, b, "-o", d / "." / "b.npy"), "-o", "B"
+
+    def kernel_onto_mask(d, a, b):
+        mask = _save(d, "m.npy", np.ones((20, 20)))
+        return estimate(d, a, b, "--mask", mask, "-o", mask), "-o", "--mask"
+
+    def kernel_onto_a_through_a_symlink(d, a, b):
+        (d / "link.npy").symlink_to(a)
+        return estimate(d, a, b, "-o", d / "link.npy"), "-o", "A"
+
+    def kernel_onto_a_through_a_hard_link(d, a, b):
+        os.link(a, d / "hard.npy")
+        return estimate(d, a, b, "-o", d / "hard.npy"), "-o", "A"
+
+    def json_onto_b_through_a_symlink(d, a, b):
+        (d / "fit.json").symlink_to(b)
+        return estimate(d, a, b, "-o", d / "k.npy", "--json", d / "fit.json"), "--json", "B"
+
+    def apply_onto_a(d, a, b):
+        np.save(d / "k.npy", KERNEL)
+        return ["apply", a, d / "k.npy", "-o", a], "-o", "A"
+
+    def apply_onto_the_kernel_through_a_hard_link(d, a, b):
+        np.save(d / "k.npy", KERNEL)
+        os.link(d / "k.npy", d / "out.npy")
+        return ["apply", a, d / "k.npy", "-o", d / "out.npy"], "-o", "KERNEL"
+
+    return [(f.__name__, f) for f in (
+        kernel_onto_a, kernel_onto_b_by_another_name, kernel_onto_mask,
+        kernel_onto_a_through_a_symlink, kernel_onto_a_through_a_hard_link,
+        json_onto_b_through_a_symlink, apply_onto_a, apply_onto_the_kernel_through_a_hard_link,
+    )]
+
+
+@pytest.mark.parametrize("name, build", _same_file_cases(),
+                         ids=[n for n, _ in _same_file_cases()])
+def test_an_output_that_is_an_input_is_refused(tmp_path, rng, capsys, name, build):
+    a = _save(tmp_path, "a.npy", rng.random((20, 20)))
+    b = _save(tmp_path, "b.npy", kf.convolve(np.load(a), KERNEL, boundary="fill"))
+    argv, option, source = build(tmp_path, a, b)
+    status, out, err = run(capsys, *argv)
+    # The watcher (_watched_runs) checks that every input is unchanged and nothing written.
+    _assert_one_error_line(status, out, err,
+                           rf"{re.escape(option)} .* is the input {re.escape(source)} \(")
+    assert "never overwrites its inputs" in err[0]
+
+
+# --------------------------------------------------------------------------------------------
+# All outputs or none: interrupts and a full disk
+# --------------------------------------------------------------------------------------------
+
+# The CLI in a child process whose report drawing stops until the test signals it: the
+# kernel and the JSON have been written to their temporary files by then.
+_SLOW_REPORT = textwrap.dedent("""
+    import signal, sys, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as an interactive shell does
+    import kernelfit.report.html as html
+
+    def slow_report(*args, **kwargs):
+        print("drawing", flush=True)
+        time.sleep(120)
+
+    html.render_report = slow_report
+    from kernelfit import cli
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_the_report_is_drawn_leaves_no_output(tmp_path, pair, signum, status):
+    pytest.importorskip("matplotlib")
+    a_png, b_png, _, _ = pair
+    source = Path(kf.__file__).resolve().parents[1]  # this checkout's src/
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(source), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    argv = ["estimate", a_png, b_png, "--shape", "3", "--quiet", "-o", tmp_path / "k.npy",
+            "--json", tmp_path / "fit.json", "--report", tmp_path / "report.html"]
+    before = _listing(tmp_path)
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_REPORT, *map(str, argv)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "drawing\n", child.communicate(timeout=60)
+        # The kernel's and the JSON's temporary files exist now: the first thing to check.
+        assert len(_listing(tmp_path)) > len(before)
+        child.send_signal(signum)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    name = signal.Signals(signum).name
+    assert (child.returncode, err.splitlines()) == (
+        status, [f"kernelfit: interrupted by {name}; no output was written"])
+    assert _listing(tmp_path) == before  # no output, no temporary file, inputs unchanged
+
+
+def _short_write(path, array, allow_pickle=False):
+    """np.save on a full disk: part of the file, then numpy's own wording of a short write."""
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY partial")
+    raise OSError("360000 requested and 131038 written")
+
+
+def test_a_full_disk_is_named_and_leaves_nothing(tmp_path, pair, capsys, monkeypatch):
+    a_png, b_png, _, _ = pair
+    monkeypatch.setattr(np, "save", _short_write)
+    status, out, err = run(capsys, "estimate", a_png, b_png, "--shape", "3", "-o",
+                           tmp_path / "k.npy", "--json", tmp_path / "fit.json")
+    _assert_one_error_line(status, "", err, r"k\.npy: cannot write, the disk is full "
+                           r"\(ENOSPC: .*\); 131038 of 360000 bytes were written")
+    assert not (tmp_path / "k.npy").exists() and not (tmp_path / "fit.json").exists()
+
+
+def test_a_full_disk_while_writing_the_report_takes_the_kernel_back(tmp_path, pair, capsys,
+                                                                  monkeypatch):
+    pytest.importorskip("matplotlib")
+    a_png, b_png, _, _ = pair
+
+    def no_space(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", no_space)  # how write_report writes the page
+    status, out, err = run(capsys, "estimate", a_png, b_png, "--shape", "3", "-o",
+                           tmp_path / "k.npy", "--report", tmp_path / "report.html")
+    _assert_one_error_line(status, "", err, r"report\.html: cannot write, the disk is full")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]
+
+
+# --------------------------------------------------------------------------------------------
+# Readers: the pixel limit, FITS HDUs, pickles
+# --------------------------------------------------------------------------------------------
+
+
+def test_max_pixels_refuses_large_images(tmp_path, pair, capsys):
+    a_png, b_png, a, _ = pair
+    pixels = a.size  # 40 x 48
+    status, out, err = run(capsys, "estimate", a_png, b_png, "--shape", "3", "--max-pixels",
+                           pixels - 1, "-o", tmp_path / "k.npy")
+    _assert_one_error_line(status, out, err, rf"a\.png: the image has {pixels} pixels "
+                           rf"\(40x48\), more than the limit of {pixels - 1}")
+    assert run(capsys, "estimate", a_png, b_png, "--shape", "3", "--max-pixels", pixels,
+               "-o", tmp_path / "k.npy")[0] == 0
+    small = _save(tmp_path, "small.npy", np.ones((2, 4)))  # 8 pixels: under the limit
+    status, out, err = run(capsys, "apply", small, tmp_path / "k.npy", "--max-pixels", 8,
+                           "-o", tmp_path / "out.npy")
+    _assert_one_error_line(status, out, err, r"k\.npy: the image has 9 pixels")  # 3x3
+    status, out, err = run(capsys, "estimate", a_png, b_png, "--shape", "3",
+                           "--max-pixels", "0", "-o", tmp_path / "k2.npy")
+    _assert_one_error_line(status, out, err, r"--max-pixels 0 must be a positive")
+
+
+def test_zlib_bomb_is_refused_with_tiles_too(tmp_path, capsys):
+    bomb = _zlib_bomb(tmp_path / "bomb.tif")
+    np.save(tmp_path / "b.npy", np.zeros((30000, 1), np.uint8))  # never reached
+    for tile in ([], ["--tile", "1024"]):
+        status, out, err = run(capsys, "estimate", bomb, tmp_path / "b.npy", "--shape", "3",
+                               *tile, "-o", tmp_path / "k.npy")
+        _assert_one_error_line(status, out, err, rf"bomb\.tif: the image has 900000000 "
+                               rf"pixels \(30000x30000\), more than the limit of "
+                               rf"{io.MAX_PIXELS}")
+
+
+def _zlib_bomb(path):
+    """A 1 MB tiled zlib TIFF of 30000 x 30000 zeros, made from one compressed tile."""
+    import zlib
+
+    tile = zlib.compress(bytes(256 * 256))
+    n_tiles = (-(-30000 // 256)) ** 2  # rounded up
+    tifffile.imwrite(path, (tile for _ in range(n_tiles)), shape=(30000, 30000),
+                     dtype=np.uint8, tile=(256, 256), compression="zlib")
+    return path
+
+
+def test_hdu_option_reads_that_fits_hdu(tmp_path, rng, capsys):
+    fits = pytest.importorskip("astropy.io.fits")
+    images = [rng.random((12, 13)), rng.random((12, 13))]
+    fits.HDUList([fits.PrimaryHDU(images[0]), fits.ImageHDU(images[1])]).writeto(
+        tmp_path / "two.fits")
+    np.save(tmp_path / "k.npy", KERNEL)
+    for hdu, image in ((None, images[0]), (1, images[1])):
+        option = [] if hdu is None else ["--hdu", hdu]
+        assert run(capsys, "apply", tmp_path / "two.fits", tmp_path / "k.npy", *option,
+                   "-o", tmp_path / "out.npy")[0] == 0
+        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), kf.convolve(image, KERNEL))
+    status, out, err = run(capsys, "apply", tmp_path / "two.fits", tmp_path / "k.npy",
+                           "--hdu", "2", "-o", tmp_path / "out2.npy")
+    _assert_one_error_line(status, out, err, r"two\.fits: hdu=2 is out of range; the file "
+                           r"has 2 HDUs")
+
+
+def test_pickle_named_npy_with_tiles_gets_no_unsafe_advice(tmp_path, capsys):
+    import pickle
+
+    (tmp_path / "a.npy").write_bytes(pickle.dumps([[1.0, 2.0], [3.0, 4.0]]))
+    np.save(tmp_path / "b.npy", np.zeros((2, 2)))
+    for tile in ([], ["--tile", "64"]):
+        status, out, err = run(capsys, "estimate", tmp_path / "a.npy", tmp_path / "b.npy",
+                               "--shape", "1", *tile, "-o", tmp_path / "k.npy")
+        _assert_one_error_line(status, out, err, r"a\.npy: cannot read the file: not a \.npy "
+                               r"file \(no NumPy header\)")
+        assert "allow_pickle" not in err[0] and "pickle.load" not in err[0]

@@ -1,8 +1,11 @@
 """Tests for kernelfit.io: every reader/writer round trip, colour handling, errors, atomicity."""
 
+import errno
 import os
+import re
 import stat
 import sys
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -396,3 +399,270 @@ def test_written_file_has_ordinary_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "k.npy").stat().st_mode) == 0o644
+
+
+def test_output_set_leaves_all_or_nothing(tmp_path):
+    (tmp_path / "a.txt").write_text("old")
+
+    def text(path, words):
+        Path(path).write_text(words)
+
+    def failing(path):
+        Path(path).write_text("half")
+        raise OSError("the writer broke")
+
+    with pytest.raises(OSError, match="the writer broke"):
+        with io.atomic_outputs() as outputs:
+            outputs.write(tmp_path / "a.txt", text, "new")
+            outputs.write(tmp_path / "b.txt", failing)
+    assert _only_files(tmp_path) == ["a.txt"] and (tmp_path / "a.txt").read_text() == "old"
+    with pytest.raises(KeyboardInterrupt):
+        with io.atomic_outputs() as outputs:
+            outputs.write(tmp_path / "b.txt", text, "new")
+            raise KeyboardInterrupt
+    assert _only_files(tmp_path) == ["a.txt"]
+    with io.atomic_outputs() as outputs:
+        outputs.write(tmp_path / "a.txt", text, "new")
+        outputs.write(tmp_path / "b.txt", text, "two")
+        assert (tmp_path / "a.txt").read_text() == "old"  # nothing renamed before the end
+    assert _only_files(tmp_path) == ["a.txt", "b.txt"]
+    assert (tmp_path / "a.txt").read_text() == "new" and outputs.committed
+
+
+def test_output_paths_that_are_inputs_are_refused(tmp_path):
+    (tmp_path / "a.npy").write_bytes(b"input")
+    (tmp_path / "sym.npy").symlink_to(tmp_path / "a.npy")
+    os.link(tmp_path / "a.npy", tmp_path / "hard.npy")
+    for output in ("a.npy", "sym.npy", "hard.npy", "sub/../a.npy"):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        with pytest.raises(ValueError, match=r"-o .* is the input A \(.*a\.npy\): kernelfit "
+                                             r"never overwrites its inputs"):
+            io.check_not_inputs({"-o": tmp_path / output}, {"A": tmp_path / "a.npy"})
+    with pytest.raises(ValueError, match=r"--json .*sym\.npy is also the output -o"):
+        io.check_not_inputs({"-o": tmp_path / "a.npy", "--json": tmp_path / "sym.npy"}, {})
+    io.check_not_inputs({"-o": tmp_path / "k.npy", "--json": None}, {"A": tmp_path / "a.npy"})
+
+
+# --------------------------------------------------------------------------------------------
+# A full disk: named, and nothing left behind
+# --------------------------------------------------------------------------------------------
+
+
+def test_short_write_says_the_disk_is_full(tmp_path, monkeypatch):
+    def short_write(path, array, allow_pickle=False):
+        with open(path, "wb") as f:  # what tofile leaves when the disk fills up
+            f.write(b"\x93NUMPY" + bytes(100))
+        raise OSError("360000 requested and 131038 written")  # numpy's wording, no errno
+
+    monkeypatch.setattr(np, "save", short_write)
+    with pytest.raises(OSError, match=r"k\.npy: cannot write, the disk is full \(ENOSPC: "
+                                      r".*\); 131038 of 360000 bytes were written") as caught:
+        io.write_kernel(tmp_path / "k.npy", np.ones((300, 150)))
+    assert caught.value.errno == errno.ENOSPC
+    assert _only_files(tmp_path) == []
+
+
+def test_enospc_is_named_after_the_output(tmp_path, monkeypatch):
+    def no_space(path, array, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"II*")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tifffile, "imwrite", no_space)
+    with pytest.raises(OSError, match=r"k\.tif: cannot write, the disk is full"):
+        io.write_kernel(tmp_path / "k.tif", np.ones((3, 3)))
+    assert _only_files(tmp_path) == []
+
+
+# --------------------------------------------------------------------------------------------
+# One pixel limit, checked from the header before decoding
+# --------------------------------------------------------------------------------------------
+
+
+def _write_60x50(path):
+    image = np.arange(3000, dtype=np.uint16).reshape(60, 50) % 251
+    ext = path.suffix
+    if ext == ".tif":
+        tifffile.imwrite(path, image, compression="zlib")
+    elif ext == ".npy":
+        np.save(path, image.astype(np.float64))
+    elif ext == ".fits":
+        from astropy.io import fits
+
+        fits.PrimaryHDU(image.astype(np.float32)).writeto(path)
+    else:
+        iio.imwrite(path, image.astype(np.uint8))
+    return image
+
+
+def _no_decoding(monkeypatch):
+    """Make every decoder fail loudly: the limit must act on the header alone."""
+    import imageio.v3
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("the image was decoded")
+
+    monkeypatch.setattr(tifffile.TiffFile, "asarray", decoded)
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", decoded)
+    monkeypatch.setattr(imageio.v3, "imread", decoded)
+    monkeypatch.setattr(np, "load", decoded)
+    try:
+        from astropy.io.fits.hdu.image import _ImageBaseHDU
+    except ImportError:
+        return
+    monkeypatch.setattr(_ImageBaseHDU, "data", property(decoded))
+
+
+@pytest.mark.parametrize("name", ["a.tif", "a.png", "a.gif", "a.bmp", "a.npy", "a.fits"])
+def test_pixel_limit_from_the_header(tmp_path, monkeypatch, name):
+    if name.endswith(".fits"):
+        pytest.importorskip("astropy")
+    path = tmp_path / name
+    image = _write_60x50(path)
+    np.testing.assert_array_equal(io.read_image(path, max_pixels=3000), image)  # inclusive
+    _no_decoding(monkeypatch)
+    with pytest.raises(ValueError, match=re.escape(name) + r": the image has 3000 pixels "
+                                         r"\(60x50\), more than the limit of 2999; it was "
+                                         r"not decoded"):
+        io.read_image(path, max_pixels=2999)
+    with pytest.raises(ValueError, match=r"the image has 3000 pixels"):
+        io.read_mask(path, max_pixels=2999)
+
+
+def test_pixel_limit_does_not_count_colour_samples(tmp_path, monkeypatch):
+    rgb = np.zeros((60, 50, 3), np.uint8)
+    iio.imwrite(tmp_path / "rgb.png", rgb)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    np.save(tmp_path / "rgb.npy", rgb)
+    for name in ("rgb.png", "rgb.tif", "rgb.npy"):
+        assert io.read_array(tmp_path / name, max_pixels=3000).shape == (60, 50, 3)
+        with pytest.raises(ValueError, match=r"3000 pixels \(60x50(x3)?\)"):
+            io.read_array(tmp_path / name, max_pixels=2999)
+
+
+def test_kernels_and_lazy_images_have_the_pixel_limit(tmp_path):
+    from kernelfit.io.lazy import open_lazy
+
+    np.save(tmp_path / "k.npy", np.ones((3, 5)))
+    tifffile.imwrite(tmp_path / "a.tif", np.ones((6, 7), np.float32))
+    with pytest.raises(ValueError, match=r"k\.npy: the image has 15 pixels"):
+        io.read_kernel(tmp_path / "k.npy", max_pixels=14)
+    for name in ("k.npy", "a.tif"):
+        with pytest.raises(ValueError, match=rf"{name[0]}\.\w+: the image has \d+ pixels"):
+            open_lazy(tmp_path / name, max_pixels=14)
+    assert open_lazy(tmp_path / "a.tif", max_pixels=42).shape == (6, 7)
+
+
+def test_default_pixel_limit_refuses_a_zlib_bomb_unread(tmp_path, monkeypatch):
+    import zlib
+
+    from kernelfit.io.lazy import open_lazy
+
+    # 30000 x 30000 zeros, one compressed 256 x 256 tile repeated: under 2 MB on disk,
+    # 0.84 GB decoded (6.7 GiB as float64).
+    tile = zlib.compress(bytes(256 * 256))
+    n_tiles = (-(-30000 // 256)) ** 2  # rounded up
+    tifffile.imwrite(tmp_path / "bomb.tif", (tile for _ in range(n_tiles)),
+                     shape=(30000, 30000), dtype=np.uint8, tile=(256, 256),
+                     compression="zlib")
+    assert (tmp_path / "bomb.tif").stat().st_size < 2**21
+    _no_decoding(monkeypatch)
+    message = rf"bomb\.tif: the image has 900000000 pixels \(30000x30000\), more than the " \
+              rf"limit of {io.MAX_PIXELS}"
+    with pytest.raises(ValueError, match=message):
+        io.read_image(tmp_path / "bomb.tif")
+    with pytest.raises(ValueError, match=message):
+        open_lazy(tmp_path / "bomb.tif")
+    assert io.MAX_PIXELS == 16384 ** 2  # the documented default
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, True, "100"])
+def test_max_pixels_must_be_a_positive_integer(tmp_path, bad):
+    np.save(tmp_path / "a.npy", np.ones((2, 2)))
+    with pytest.raises(ValueError, match=rf"max_pixels={re.escape(repr(bad))} must be a "
+                                         "positive integer"):
+        io.read_image(tmp_path / "a.npy", max_pixels=bad)
+
+
+# --------------------------------------------------------------------------------------------
+# FITS: the first image HDU, squeezed cubes, planes on the last axis
+# --------------------------------------------------------------------------------------------
+
+
+def test_fits_cube_with_one_plane_is_an_image(tmp_path, rng):
+    fits = pytest.importorskip("astropy.io.fits")
+    cube = rng.random((1, 20, 20))  # NAXIS3 = 1
+    fits.PrimaryHDU(cube).writeto(tmp_path / "c.fits")
+    np.testing.assert_array_equal(io.read_image(tmp_path / "c.fits"), cube[0])
+    np.testing.assert_array_equal(io.read_image(tmp_path / "c.fits", channel=0), cube[0])
+
+
+def test_fits_cube_planes_are_channels(tmp_path, rng):
+    fits = pytest.importorskip("astropy.io.fits")
+    cube = rng.random((3, 20, 21))  # NAXIS3 = 3 planes of 20 x 21
+    fits.PrimaryHDU(cube).writeto(tmp_path / "c.fits")
+    assert io.read_array(tmp_path / "c.fits").shape == (20, 21, 3)
+    for plane in range(3):
+        np.testing.assert_array_equal(io.read_image(tmp_path / "c.fits", channel=plane),
+                                      cube[plane])
+
+
+def test_fits_image_behind_a_table_is_found(tmp_path, rng):
+    fits = pytest.importorskip("astropy.io.fits")
+    image = rng.random((5, 6))
+    table = fits.BinTableHDU.from_columns([fits.Column(name="x", format="D", array=[1.0])])
+    fits.HDUList([fits.PrimaryHDU(), table, fits.ImageHDU(image)]).writeto(tmp_path / "e.fits")
+    np.testing.assert_array_equal(io.read_image(tmp_path / "e.fits"), image)
+    np.testing.assert_array_equal(io.read_image(tmp_path / "e.fits", hdu=2), image)
+    with pytest.raises(ValueError, match=r"e\.fits: hdu=1 is a BinTableHDU \(a table\), not "
+                                         r"an image"):
+        io.read_image(tmp_path / "e.fits", hdu=1)
+    with pytest.raises(ValueError, match=r"e\.fits: hdu=0 holds no data"):
+        io.read_image(tmp_path / "e.fits", hdu=0)
+    with pytest.raises(ValueError, match=r"e\.fits: hdu=3 is out of range; the file has 3 "
+                                         r"HDUs \(0 to 2\)"):
+        io.read_image(tmp_path / "e.fits", hdu=3)
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(tmp_path / "t.fits")
+    with pytest.raises(ValueError, match=r"t\.fits: the FITS file holds no image data \(HDUs "
+                                         r"0: PrimaryHDU, 1: BinTableHDU\)"):
+        io.read_image(tmp_path / "t.fits")
+
+
+def test_hdu_is_only_for_fits(tmp_path):
+    np.save(tmp_path / "a.npy", np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"a\.npy: hdu=1 requested, but only FITS files"):
+        io.read_image(tmp_path / "a.npy", hdu=1)
+    with pytest.raises(ValueError, match=r"a\.npy: hdu=-1 must be a non-negative integer"):
+        io.read_image(tmp_path / "a.npy", hdu=-1)
+
+
+def test_fits_kernel_stack_is_a_cube_with_channels_on_naxis3(tmp_path, rng):
+    fits = pytest.importorskip("astropy.io.fits")
+    stack = rng.random((3, 5, 2))  # (kh, kw, C)
+    io.write_kernel(tmp_path / "k.fits", stack)
+    header = fits.getheader(tmp_path / "k.fits")
+    assert (header["NAXIS1"], header["NAXIS2"], header["NAXIS3"]) == (5, 3, 2)
+    np.testing.assert_array_equal(io.read_kernel(tmp_path / "k.fits", stack=True), stack)
+
+
+# --------------------------------------------------------------------------------------------
+# Pickles are never loaded, nor is loading them advised
+# --------------------------------------------------------------------------------------------
+
+
+def test_pickle_named_npy_is_refused_without_unsafe_advice(tmp_path):
+    import pickle
+
+    from kernelfit.io.lazy import open_lazy
+
+    (tmp_path / "p.npy").write_bytes(pickle.dumps(np.ones((4, 4))))
+    np.save(tmp_path / "obj.npy", np.array([[{"x": 1}]], dtype=object), allow_pickle=True)
+    for read in (io.read_image, open_lazy):
+        with pytest.raises(ValueError, match=r"p\.npy: cannot read the file: not a \.npy file "
+                                             r"\(no NumPy header\)") as caught:
+            read(tmp_path / "p.npy")
+        assert "allow_pickle" not in str(caught.value)
+        with pytest.raises(ValueError, match=r"obj\.npy: cannot read the file: holds object "
+                                             r"data \(Python objects\)") as caught:
+            read(tmp_path / "obj.npy")
+        assert "allow_pickle" not in str(caught.value)

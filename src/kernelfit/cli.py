@@ -1,11 +1,20 @@
 """The ``kernelfit`` command line: ``estimate``, ``apply`` and ``demo``.
 
 Errors a user can cause (a missing or unreadable file, a bad option value or a misspelt
-option, a fit that cannot be done) are reported as one line, ``kernelfit: error: <message>``,
-on stderr with exit status 2 and no traceback.  Warnings (``kernelfit: warning: ...``, one
-line each, including what libraries log) are printed when the run succeeds; a failed run
-prints only its error.  Outputs are written only after the work has succeeded, and
-atomically, so a failed run leaves no output file behind.
+option, a fit that cannot be done, a full disk) are reported as one line,
+``kernelfit: error: <message>``, on stderr with exit status 2 and no traceback.  Warnings
+(``kernelfit: warning: ...``, one line each, including what libraries log) are printed when
+the run succeeds; a failed run prints only its error.
+
+Outputs: a run leaves all of its outputs (kernel, ``--json``, ``--report``) or none.  They are
+written to temporary files beside their destinations once the work has succeeded and renamed
+together at the end; a failure, SIGINT or SIGTERM removes the temporary files, and an
+interrupted run says so in one line (``kernelfit: interrupted by SIGTERM; no output was
+written``) with exit status 130 (SIGINT) or 143 (SIGTERM).  An output path that is one of the
+run's inputs (through a symbolic or hard link too) is refused before anything is read.
+
+Every image is read under one pixel limit, checked from the file's header before decoding
+(``--max-pixels N``; default :data:`kernelfit.io.MAX_PIXELS`, 16384 x 16384).
 
 Progress lines (``kernelfit: reading A.png`` ...) go to stderr for images over a megapixel or
 with ``--verbose``; ``--quiet`` silences them and the fit summary (warnings still show).
@@ -18,7 +27,9 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import warnings
 
@@ -49,8 +60,8 @@ def main(argv=None) -> int:
 
     0: success (for ``estimate``, a fit whose verdict is ``'ok'``); 2: an error (nothing
     written); 3: the fit's verdict is ``'doubtful'`` (outputs written; 4 with ``--strict``);
-    4: the fit's verdict is ``'failed'`` (outputs written, for inspection); 130: interrupted.
-    See :mod:`kernelfit.fit.verdict`.
+    4: the fit's verdict is ``'failed'`` (outputs written, for inspection); 130: interrupted
+    by SIGINT, 143 by SIGTERM (nothing written).  See :mod:`kernelfit.fit.verdict`.
 
     Parameters
     ----------
@@ -74,7 +85,7 @@ def main(argv=None) -> int:
     root = logging.getLogger()
     root.addHandler(logged)
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, _signals_raise():
             warnings.simplefilter("always")
             try:
                 with _thread_limit(args):
@@ -82,9 +93,10 @@ def main(argv=None) -> int:
             except USER_ERRORS as exc:
                 print(f"kernelfit: error: {_one_line(exc)}", file=sys.stderr)
                 return 2
-            except KeyboardInterrupt:
-                print("kernelfit: interrupted", file=sys.stderr)
-                return 130
+            except (KeyboardInterrupt, Interrupted) as exc:
+                signum = getattr(exc, "signum", signal.SIGINT)
+                print(f"kernelfit: {_interrupted(signum, args)}", file=sys.stderr)
+                return 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     finally:
         root.removeHandler(logged)
     _print_warnings([_one_line(w.message) for w in caught] + logged.messages)
@@ -96,6 +108,50 @@ def _thread_limit(args):
     from .core.threads import threads
 
     return threads(args.threads) if args.threads else contextlib.nullcontext()
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT, raised in the main thread so that the run's clean-up runs (a
+    BaseException, like KeyboardInterrupt: no ``except Exception`` may swallow it)."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+@contextlib.contextmanager
+def _signals_raise():
+    """While the run lasts, SIGINT and SIGTERM raise :class:`Interrupted` (the first one: a
+    second signal must not cut the removal of the temporary files short).  A signal the
+    process was started to ignore (a background job's SIGINT) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; KeyboardInterrupt still applies
+        return
+    raised = []
+
+    def handler(signum, frame):
+        if not raised:
+            raised.append(signum)
+            raise Interrupted(signum)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+
+def _interrupted(signum, args) -> str:
+    """The line an interrupted run prints: whether its outputs are in place (all) or not (none)."""
+    name = signal.Signals(signum).name
+    outputs = getattr(args, "outputs", None)
+    if outputs is not None and outputs.committed:  # the signal came during the last renames
+        return f"interrupted by {name} after all its outputs were written"
+    return f"interrupted by {name}; no output was written"
 
 
 class _LogRecords(logging.Handler):
@@ -221,7 +277,7 @@ def _add_estimate(commands) -> None:
                         "stack (.npy, .tif or .fits)")
     colour.add_argument("--shared", action="store_true",
                         help="colour images: one kernel fitted to all channels together")
-    _add_page(p)
+    _add_reading(p)
     p.add_argument("--tile", type=int, metavar="N",
                    help="read A, B (and --mask) lazily from .tif/.tiff, .npy or .zarr files "
                    "in tiles of NxN pixels: memory bounded by N and the kernel size")
@@ -255,7 +311,7 @@ def _add_apply(commands) -> None:
     p.add_argument("--mode", default="same", choices=("same", "valid", "full"),
                    help="output size: like A (default), A - kernel + 1, or A + kernel - 1")
     _add_plane_options(p)
-    _add_page(p)
+    _add_reading(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output image: .png, .jpg, .bmp, .tif, .npy, .fits")
     _add_verbosity(p)
@@ -276,9 +332,15 @@ def _add_plane_options(p) -> None:
                        help="convert colour images to Rec. 709 luma")
 
 
-def _add_page(p) -> None:
+def _add_reading(p) -> None:
     p.add_argument("--page", type=int, metavar="K",
                    help="use page K (from 0) of multi-page TIFF images (frame K of a GIF)")
+    p.add_argument("--hdu", type=int, metavar="N",
+                   help="FITS images: read HDU N (from 0); default the first image HDU "
+                   "with data")
+    p.add_argument("--max-pixels", type=int, metavar="N",
+                   help=f"refuse images of more than N pixels, from their header before "
+                   f"decoding (default {io.MAX_PIXELS} = 16384x16384)")
 
 
 def _add_verbosity(p) -> None:
@@ -309,6 +371,9 @@ def _run_estimate(args) -> int:
 
         check_report_path(args.report)
         require_matplotlib()
+    io.check_not_inputs({"-o": args.output, "--json": args.json, "--report": args.report},
+                        {"A": args.a, "B": args.b, "--mask": args.mask})
+    _check_reading(args)
     streamed = args.tile is not None or args.scheduler
     if streamed and (shape is None or args.boundary.lower() == "auto"):
         raise ValueError("--tile and --scheduler need --shape and a named --boundary: the "
@@ -322,7 +387,7 @@ def _run_estimate(args) -> int:
     b = read(args.b, args, progress)
     if args.mask:
         progress.say(f"reading {args.mask}")
-        options["mask"] = io.read_mask(args.mask)
+        options["mask"] = io.read_mask(args.mask, **_reading(args))
 
     size = "an automatically sized" if shape is None else _describe(shape)
     progress.say(f"fitting {size} kernel on {_describe(b.shape)} pixels ...")
@@ -349,13 +414,17 @@ def _run_estimate_tiled(args, shape, options, progress, started) -> int:
     if args.tile is not None:
         from .io.lazy import open_lazy
 
-        a, b = (open_lazy(path, page=args.page) for path in (args.a, args.b))
+        if args.hdu is not None:
+            raise ValueError("--hdu picks an HDU of a FITS file; --tile reads .tif, .npy "
+                             "and .zarr files, not FITS")
+        lazy = dict(page=args.page, max_pixels=args.max_pixels)
+        a, b = (open_lazy(path, **lazy) for path in (args.a, args.b))
         if args.mask:
-            options["mask"] = open_lazy(args.mask, page=args.page)
+            options["mask"] = open_lazy(args.mask, **lazy)
     else:
         a, b = (_read(path, args, progress) for path in (args.a, args.b))
         if args.mask:
-            options["mask"] = io.read_mask(args.mask)
+            options["mask"] = io.read_mask(args.mask, **_reading(args))
     progress.decide(b.shape[0] * b.shape[1])
     where = f" on {args.scheduler}" if args.scheduler else ""
     progress.say(f"fitting {_describe(shape)} kernel on {_describe(b.shape)} pixels{where} ...")
@@ -392,11 +461,13 @@ def _run_apply(args) -> int:
     progress = Progress(verbose=args.verbose, quiet=args.quiet)
     center = parse_pair(args.center, "--center") if args.center else None
     io.check_output_path(args.output, "image")
+    io.check_not_inputs({"-o": args.output}, {"A": args.a, "KERNEL": args.kernel})
+    _check_reading(args)
 
     progress.say(f"reading {args.a}")
-    stored = io.read_array(args.a, page=args.page)
+    stored = io.read_array(args.a, **_reading(args))
     progress.say(f"reading {args.kernel}")
-    kernel = io.read_kernel(args.kernel, stack=True)
+    kernel = io.read_kernel(args.kernel, stack=True, max_pixels=args.max_pixels)
     options = dict(boundary=args.boundary, center=center, mode=args.mode)
     if kernel.ndim == 3:
         out = _apply_per_channel(stored, kernel, args, progress, options)
@@ -409,8 +480,9 @@ def _run_apply(args) -> int:
 
     # An 8/16-bit input gives an 8/16-bit output, so that apply reproduces such images.
     like = stored.dtype if np.issubdtype(stored.dtype, np.integer) else None
-    io.write_image(args.output, out, like_dtype=like)
-    progress.say(f"wrote {args.output}")
+    _write_all(args, progress, [
+        (args.output, lambda path: io.write_image(path, out, like_dtype=like)),
+    ])
     progress.say(f"done in {time.perf_counter() - started:.1f} s")
     return 0
 
@@ -461,7 +533,7 @@ def _by_channel(args, options) -> bool:
 def _read_channels(path, args, progress) -> np.ndarray:
     """An image with its channels on the last axis (a grey image stays 2-D)."""
     progress.say(f"reading {path}")
-    image = io.read_array(path, page=args.page)
+    image = io.read_array(path, **_reading(args))
     if image.ndim not in (2, 3):
         raise ValueError(f"{path}: expected an image with channels on the last axis, got "
                          f"shape {image.shape}")
@@ -470,7 +542,19 @@ def _read_channels(path, args, progress) -> np.ndarray:
 
 def _read(path, args, progress) -> np.ndarray:
     progress.say(f"reading {path}")
-    return io.read_image(path, channel=args.channel, gray=args.gray, page=args.page)
+    return io.read_image(path, channel=args.channel, gray=args.gray, **_reading(args))
+
+
+def _reading(args) -> dict:
+    """The reader options every image of the run is read with."""
+    return dict(page=args.page, hdu=args.hdu, max_pixels=args.max_pixels)
+
+
+def _check_reading(args) -> None:
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise ValueError(f"--max-pixels {args.max_pixels} must be a positive number of pixels")
+    if args.hdu is not None and args.hdu < 0:
+        raise ValueError(f"--hdu {args.hdu} must be an HDU number, counted from 0")
 
 
 def _fit_options(args) -> dict:
@@ -504,30 +588,29 @@ def _fit_options(args) -> dict:
 
 
 def _write_outputs(args, fit, progress, *, a=None, b=None) -> None:
-    """Write the kernel, then the JSON and the report; if one fails, take the others back out."""
-    io.write_kernel(args.output, fit.kernel)
-    written = [args.output]
-    progress.say(f"wrote {args.output}")
-    try:
-        if args.json:
-            io.write_json(args.json, fit.to_dict())
-            written.append(args.json)
-            progress.say(f"wrote {args.json}")
-        if getattr(args, "report", None):
+    """The kernel, the JSON and the report: all of them, or none."""
+    writes = [(args.output, lambda path: io.write_kernel(path, fit.kernel))]
+    if args.json:
+        writes.append((args.json, lambda path: io.write_json(path, fit.to_dict())))
+    if getattr(args, "report", None):
+        def draw(path):
             progress.say(f"drawing the report {args.report} ...")
-            fit.report(args.report, a=a, b=b)
-            progress.say(f"wrote {args.report}")
-    except BaseException:
-        for path in written:
-            _remove_quietly(path)
-        raise
+            fit.report(path, a=a, b=b)
+
+        writes.append((args.report, draw))
+    _write_all(args, progress, writes)
 
 
-def _remove_quietly(path) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+def _write_all(args, progress, writes) -> None:
+    """Run each ``(path, writer)`` on a temporary file beside ``path``; rename them all at the
+    end, or remove them all if one fails or the run is interrupted.  ``args.outputs`` keeps
+    the set, so that :func:`main` can tell an interrupt after the renames from one before."""
+    with io.atomic_outputs() as outputs:
+        args.outputs = outputs
+        for path, writer in writes:
+            outputs.write(path, writer)
+    for path, _ in writes:
+        progress.say(f"wrote {path}")
 
 
 # --------------------------------------------------------------------------------------------

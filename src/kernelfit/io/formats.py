@@ -10,11 +10,15 @@ extension            read                          write
 ``.bmp .gif``        8-bit (imageio)               images rounded to 8 bits
 ``.tif .tiff``       8/16-bit, float (tifffile)    images as float or the input's integer
                      one page (``page=``)          type; kernels as float64
-``.fits .fit .fts``  as stored (astropy, optional)  float64
+``.fits .fit .fts``  first image HDU (``hdu=``;    float64; a stack of kernels as a cube
+                     astropy, optional)            (channels on NAXIS3)
 ``.csv .txt``        kernels only                  kernels, full precision (``%.17g``)
 ===================  ============================  =========================================
 
-The readers are in :mod:`~kernelfit.io.readers`, the writers in :mod:`~kernelfit.io.writers`.
+Every reader refuses an image larger than one pixel limit (``max_pixels=``, default
+:data:`~kernelfit.io.readers.MAX_PIXELS` = 16384 x 16384), checked from the header before
+decoding.  The readers are in :mod:`~kernelfit.io.readers`, the writers in
+:mod:`~kernelfit.io.writers`.
 
 >>> ".fits" in IMAGE_READ_EXTENSIONS and ".png" not in KERNEL_READ_EXTENSIONS
 True

@@ -30,6 +30,10 @@ class LazyImage:
         ``.tif``/``.tiff``, ``.npy`` or a ``.zarr`` array store.
     page : int, optional
         The page of a multi-page TIFF (from 0); required when there are several.
+    max_pixels : int, optional
+        Refuse an image whose header declares more pixels than this (default
+        :data:`kernelfit.io.readers.MAX_PIXELS`, the limit of every reader).  Tiles bound
+        the memory, but not the time a decompression bomb takes to decode.
 
     Attributes
     ----------
@@ -49,8 +53,7 @@ class LazyImage:
 
     ndim = 2
 
-    def __init__(self, path, *, page=None):
-
+    def __init__(self, path, *, page=None, max_pixels=None):
         self.path = str(path)
         ext = Path(self.path).suffix.lower()
         if ext not in STREAMED_EXTENSIONS:
@@ -74,16 +77,18 @@ class LazyImage:
         if len(shape) != 2:
             raise ValueError(f"{self.path}: holds an array of shape {tuple(shape)}; tiled "
                              "reading needs a 2-D single-channel image")
+        limit = readers.check_max_pixels(max_pixels)
+        readers._call_reader(self.path, lambda _: readers.check_pixels(shape, limit))
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype).newbyteorder("=")
         as_source(self, self.path, allow_bool=True)
 
     def _inspect_npy(self):
-        # np.load maps the file and parses its header; only the layout is kept.
-        mapped = np.load(self.path, mmap_mode="r")
-        fortran = mapped.flags.f_contiguous and not mapped.flags.c_contiguous
-        self._map = (mapped.offset, mapped.dtype, "F" if fortran else "C")
-        return mapped.shape, mapped.dtype
+        # The header only, parsed the way every reader parses it: a pickle under a .npy
+        # name is refused as not a .npy file, never offered to unsafe loading.
+        shape, dtype, fortran, offset = readers.npy_layout(self.path)
+        self._map = (offset, dtype, "F" if fortran else "C")
+        return shape, dtype
 
     def _inspect_tiff(self):
         import tifffile
@@ -150,6 +155,6 @@ class LazyImage:
         return f"LazyImage({self.path!r}{page}, shape={self.shape}, dtype={self.dtype})"
 
 
-def open_lazy(path, *, page=None) -> LazyImage:
+def open_lazy(path, *, page=None, max_pixels=None) -> LazyImage:
     """Open an image file for reading tile by tile (see :class:`LazyImage`)."""
-    return LazyImage(path, page=page)
+    return LazyImage(path, page=page, max_pixels=max_pixels)

@@ -4,10 +4,22 @@ The format is chosen by extension (the table is in :mod:`~kernelfit.io.formats`)
 with several pages (a multi-page TIFF) is refused unless ``page=`` says which one to read;
 1-bit images (and boolean ``.npy`` files) are read as ``uint8`` 0/1.  Every reader failure
 (a corrupt, truncated or misnamed file) becomes one ValueError that names the file.
+
+Every reader refuses an image of more than ``max_pixels`` pixels (default :data:`MAX_PIXELS`,
+16384 x 16384), from the size its header declares and before anything is decoded, so that a
+small compressed file cannot make a reader allocate gigabytes.  Colour samples are not
+counted (an RGB image of H x W has H·W pixels; so is the last axis of a 3-D ``.npy`` stack);
+the planes of a FITS cube are.
+
+FITS files: the first image HDU that holds data is read (a table or an empty primary HDU
+before it is skipped), or the one ``hdu=`` names; length-1 axes above the image plane are
+dropped, and the planes of a cube (FITS NAXIS3, NumPy's first axis) are put on the last
+axis, where ``channel=`` picks them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -23,7 +35,12 @@ from .formats import (
 )
 
 __all__ = ["read_image", "read_array", "select_plane", "read_mask", "read_kernel",
-           "REC709_WEIGHTS"]
+           "REC709_WEIGHTS", "MAX_PIXELS"]
+
+# The pixel limit of every reader: 2**28, a 16384 x 16384 image (2 GiB as float64), as large as
+# the pairs the tiled fits are documented for.  A zlib TIFF of 30000 x 30000 zeros is 1 MB on
+# disk and would decompress to 0.84 GB (6.7 GiB as float64) without it.
+MAX_PIXELS = 2**28
 
 # ITU-R BT.709 luma weights for R, G, B.  They are applied to the stored values as they are
 # (no gamma linearisation), which keeps the conversion linear: a kernel fitted on the gray
@@ -31,7 +48,8 @@ __all__ = ["read_image", "read_array", "select_plane", "read_mask", "read_kernel
 REC709_WEIGHTS = np.array([0.2126, 0.7152, 0.0722])
 
 
-def read_image(path, *, channel=None, gray=False, page=None) -> np.ndarray:
+def read_image(path, *, channel=None, gray=False, page=None, hdu=None,
+               max_pixels=None) -> np.ndarray:
     """Read a 2-D image from ``path``, keeping its stored dtype where it is already 2-D.
 
     Parameters
@@ -49,6 +67,12 @@ def read_image(path, *, channel=None, gray=False, page=None) -> np.ndarray:
     page : int, optional
         The page of a multi-page TIFF (or the frame of a GIF) to read, counted from 0.  A
         multi-page TIFF is refused without it; single-image files only have page 0.
+    hdu : int, optional
+        FITS files: the HDU to read, counted from 0 (the primary HDU); default the first
+        image HDU that holds data.
+    max_pixels : int, optional
+        Refuse, before decoding, an image whose header declares more pixels than this;
+        default :data:`MAX_PIXELS` (2**28).  Colour samples are not counted.
 
     Returns
     -------
@@ -61,8 +85,8 @@ def read_image(path, *, channel=None, gray=False, page=None) -> np.ndarray:
     ------
     ValueError
         If the file is missing, unreadable, of an unknown type, empty, not 2-D, a colour
-        image read without ``channel`` or ``gray``, or a multi-page TIFF read without
-        ``page``.  The message names the file.
+        image read without ``channel`` or ``gray``, a multi-page TIFF read without
+        ``page``, or an image larger than ``max_pixels``.  The message names the file.
 
     Examples
     --------
@@ -72,10 +96,11 @@ def read_image(path, *, channel=None, gray=False, page=None) -> np.ndarray:
     >>> read_image(path).shape
     (3, 3)
     """
-    return select_plane(read_array(path, page=page), channel=channel, gray=gray, source=path)
+    array = read_array(path, page=page, hdu=hdu, max_pixels=max_pixels)
+    return select_plane(array, channel=channel, gray=gray, source=path)
 
 
-def read_array(path, *, page=None) -> np.ndarray:
+def read_array(path, *, page=None, hdu=None, max_pixels=None) -> np.ndarray:
     """Read an image file as stored: any number of dimensions, the file's dtype.
 
     Use :func:`select_plane` to turn the result into a 2-D image; :func:`read_image` does
@@ -87,17 +112,23 @@ def read_array(path, *, page=None) -> np.ndarray:
     path : str or os.PathLike
     page : int, optional
         Page of a multi-page TIFF or frame of a GIF (from 0); see :func:`read_image`.
+    hdu : int, optional
+        The HDU of a FITS file (from 0); see :func:`read_image`.
+    max_pixels : int, optional
+        The pixel limit (default :data:`MAX_PIXELS`); see :func:`read_image`.
 
     Returns
     -------
     ndarray
         A non-empty real numeric array in native byte order (booleans become ``uint8``).
+        Colour channels, and the planes of a FITS cube, are on the last axis.
 
     Raises
     ------
     ValueError
         Missing file, unknown extension, a reader failure (corrupt or truncated file), data
-        that is empty or not real numbers, or a multi-page TIFF without ``page``.
+        that is empty or not real numbers, a multi-page TIFF without ``page``, or more
+        pixels than ``max_pixels``.
 
     Examples
     --------
@@ -115,17 +146,17 @@ def read_array(path, *, page=None) -> np.ndarray:
             f"use one of {', '.join(IMAGE_READ_EXTENSIONS)}"
         )
     page = _check_page(page, path)
+    limit = check_max_pixels(max_pixels)
     family = _family(ext)
+    _check_hdu(hdu, path, ext)
     if page not in (None, 0) and family not in ("tiff", "gif"):
         raise ValueError(
             f"{path}: page={page} requested, but {ext} files hold a single image (page 0)"
         )
     if ext in FITS_EXTENSIONS:
-        data = _read_fits(path)
-    elif family in ("tiff", "gif"):
-        data = _call_reader(path, lambda p: _IMAGE_READERS[family](p, page))
+        data = _read_fits(path, hdu, limit)
     else:
-        data = _call_reader(path, _IMAGE_READERS[family])
+        data = _call_reader(path, lambda p: _IMAGE_READERS[family](p, page, limit))
     return _check_numeric(data, path)
 
 
@@ -217,11 +248,11 @@ def select_plane(array, *, channel=None, gray=False, source="image") -> np.ndarr
     )
 
 
-def read_mask(path, *, page=None) -> np.ndarray:
+def read_mask(path, *, page=None, hdu=None, max_pixels=None) -> np.ndarray:
     """Read a mask file: nonzero (and finite) pixels are usable, zero or NaN ones are not.
 
     A colour mask counts a pixel as usable when any of its colour channels is nonzero.
-    ``page`` is as in :func:`read_image`.
+    ``page``, ``hdu`` and ``max_pixels`` are as in :func:`read_image`.
 
     Examples
     --------
@@ -231,7 +262,7 @@ def read_mask(path, *, page=None) -> np.ndarray:
     >>> read_mask(path).tolist()
     [[False, True], [True, False]]
     """
-    arr = read_array(path, page=page)
+    arr = read_array(path, page=page, hdu=hdu, max_pixels=max_pixels)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
         colour = arr[..., :3]
         return np.all(np.isfinite(colour), axis=-1) & np.any(colour != 0, axis=-1)
@@ -239,7 +270,7 @@ def read_mask(path, *, page=None) -> np.ndarray:
     return np.isfinite(arr) & (arr != 0)
 
 
-def read_kernel(path, *, stack=False) -> np.ndarray:
+def read_kernel(path, *, stack=False, hdu=None, max_pixels=None) -> np.ndarray:
     """Read a kernel written by :func:`write_kernel` (or by hand) as a float64 2-D array.
 
     Parameters
@@ -251,6 +282,8 @@ def read_kernel(path, *, stack=False) -> np.ndarray:
     stack : bool, default False
         Also accept a ``(kh, kw, C)`` stack, one kernel per channel (what
         ``estimate(..., channel_axis=-1)`` writes).
+    hdu, max_pixels : int, optional
+        As in :func:`read_image`.
 
     Returns
     -------
@@ -274,13 +307,16 @@ def read_kernel(path, *, stack=False) -> np.ndarray:
             f"{path}: cannot read a kernel from {ext or '(no extension)'!r} files{hint}; "
             f"use one of {', '.join(KERNEL_READ_EXTENSIONS)}"
         )
+    limit = check_max_pixels(max_pixels)
+    _check_hdu(hdu, path, ext)
     if ext in FITS_EXTENSIONS:
-        data = _read_fits(path)
+        data = _read_fits(path, hdu, limit)
     elif ext in TEXT_EXTENSIONS:
         delimiter = "," if ext == ".csv" else None
         data = _call_reader(path, lambda p: _load_text(p, delimiter))
     else:
-        data = _call_reader(path, _read_tiff if ext in TIFF_EXTENSIONS else _read_npy)
+        reader = _read_tiff if ext in TIFF_EXTENSIONS else _read_npy
+        data = _call_reader(path, lambda p: reader(p, None, limit))
     data = _check_numeric(data, path)
     if not (data.ndim == 2 or (stack and data.ndim == 3)):
         wanted = "2-D (or a (kh, kw, C) stack)" if stack else "2-D"
@@ -318,8 +354,48 @@ def _check_page(page, path):
     return int(page)
 
 
-class _Choice(ValueError):
-    """A readable file that needs a decision (which page); reported without 'cannot read'."""
+def _check_hdu(hdu, path, ext) -> None:
+    if hdu is None:
+        return
+    if isinstance(hdu, bool) or not isinstance(hdu, (int, np.integer)) or hdu < 0:
+        raise ValueError(f"{path}: hdu={hdu!r} must be a non-negative integer")
+    if ext not in FITS_EXTENSIONS:
+        raise ValueError(f"{path}: hdu={hdu} requested, but only FITS files have HDUs")
+
+
+def check_max_pixels(max_pixels) -> int:
+    """The pixel limit to use: ``max_pixels``, or :data:`MAX_PIXELS` when it is None.
+
+    Examples
+    --------
+    >>> check_max_pixels(None) == MAX_PIXELS, check_max_pixels(100)
+    (True, 100)
+    """
+    if max_pixels is None:
+        return MAX_PIXELS
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) \
+            or max_pixels < 1:
+        raise ValueError(f"max_pixels={max_pixels!r} must be a positive integer")
+    return int(max_pixels)
+
+
+def check_pixels(shape, limit, *, channels_axis=None) -> None:
+    """Refuse an image of ``shape`` (as its header declares it) with more than ``limit``
+    pixels; the axis ``channels_axis`` (colour samples) is not counted."""
+    dims = [int(n) for i, n in enumerate(shape)
+            if channels_axis is None or i != channels_axis % len(shape)]
+    pixels = int(np.prod(dims, dtype=object)) if dims else 1
+    if pixels > limit:
+        size = "x".join(str(int(n)) for n in shape)
+        raise _Refused(
+            f"the image has {pixels} pixels ({size}), more than the limit of {limit}; "
+            "it was not decoded (raise the limit with max_pixels=, or --max-pixels N)"
+        )
+
+
+class _Refused(ValueError):
+    """A readable file that needs a decision (which page, a larger pixel limit); reported
+    without 'cannot read'."""
 
 
 def _load_text(path, delimiter):
@@ -327,17 +403,50 @@ def _load_text(path, delimiter):
 
     with warnings.catch_warnings():
         # An empty file gives "input contained no data" as a warning *and* an empty array;
-        # the empty array is reported as an error, so the warning is only noise.
+        # the empty array is reported as an error, so the warning is only noise.  (Text needs
+        # no pixel limit: every value takes bytes of the file.)
         warnings.simplefilter("ignore", UserWarning)
         return np.loadtxt(path, delimiter=delimiter, ndmin=2)
 
 
-def _read_npy(path):
-    # Without its magic bytes np.load would guess "pickle" and suggest unsafe loading.
+def npy_layout(path):
+    """The layout a ``.npy`` header declares: ``(shape, dtype, fortran_order, data offset)``.
+
+    Read with :mod:`numpy.lib.format`, never with ``np.load``: a file without the NumPy magic
+    bytes (a pickle, say) is refused as not a ``.npy`` file, as are object arrays, and a
+    header that promises more bytes than the file holds is refused as truncated.
+    """
+    from numpy.lib import format as npy_format
+
     with open(path, "rb") as f:
         if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
-            raise ValueError("not a .npy file (no NumPy header)")
-        _check_npy_size(f, os.fstat(f.fileno()).st_size)
+            raise ValueError("not a .npy file (no NumPy header); kernelfit reads only plain "
+                             "numeric arrays saved with numpy.save")
+        f.seek(0)
+        version = npy_format.read_magic(f)
+        # Version 3.0 only differs for structured dtypes with non-Latin-1 field names,
+        # which are not numbers anyway.
+        readers = {(1, 0): npy_format.read_array_header_1_0,
+                   (2, 0): npy_format.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported")
+        shape, fortran, dtype = readers[version](f)
+        offset = f.tell()
+        file_size = os.fstat(f.fileno()).st_size
+    if dtype.hasobject:
+        raise ValueError(f"holds {dtype} data (Python objects), not numbers")
+    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if needed > file_size - offset:
+        raise ValueError(
+            f"truncated: the header promises a {dtype} array of shape {shape} "
+            f"({needed} bytes) but only {file_size - offset} bytes follow it"
+        )
+    return shape, dtype, fortran, offset
+
+
+def _read_npy(path, page=None, limit=MAX_PIXELS):
+    shape, _, _, _ = npy_layout(path)
+    check_pixels(shape, limit, channels_axis=-1 if len(shape) >= 3 else None)
     # allow_pickle=False: an .npy file must never be able to run code when it is read.
     return np.load(path, allow_pickle=False)
 
@@ -345,68 +454,85 @@ def _read_npy(path):
 _NPY_MAGIC = b"\x93NUMPY"
 
 
-def _check_npy_size(f, file_size) -> None:
-    """Refuse a truncated file (or a forged header) before NumPy allocates what it promises."""
-    from numpy.lib import format as npy_format
-
-    f.seek(0)
-    version = npy_format.read_magic(f)
-    readers = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
-    if version not in readers:
-        return  # np.load gives its own message for other versions
-    shape, _, dtype = readers[version](f)
-    if dtype.hasobject:
-        return  # refused by np.load(allow_pickle=False)
-    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    available = file_size - f.tell()
-    if needed > available:
-        raise ValueError(
-            f"truncated: the header promises a {dtype} array of shape {shape} "
-            f"({needed} bytes) but only {available} bytes follow it"
-        )
-
-
-def _read_picture(path, page=None):
+def _read_picture(path, page=None, limit=MAX_PIXELS):
     import imageio.v3 as iio
 
     # index=0: the first frame of an animated GIF, and a plain array for single images.
     # plugin="pillow": otherwise a corrupt file is offered to every plugin imageio has
     # (DICOM, video...), which is slow and gives a confusing error.
     index = 0 if page is None else page
+    with _pillow_limit_replaced():
+        _check_picture_size(path, limit)
+        try:
+            return iio.imread(path, index=index, plugin="pillow")
+        except IndexError as exc:
+            raise _Refused(f"page={page} is out of range: {exc}") from None
+        except OSError as exc:
+            # imageio's own wording for "Pillow did not recognise the bytes" names no format;
+            # say what it means.  Other errors (truncated data...) are specific and kept.
+            if type(exc.__cause__).__name__ == "InitializationError":
+                raise ValueError(
+                    f"not a valid {Path(path).suffix.lower()} image (corrupt, or another "
+                    "format under this extension)"
+                ) from exc
+            raise
+
+
+def _check_picture_size(path, limit) -> None:
+    """The pixel limit, from the header Pillow reads when it opens a file (nothing decoded)."""
+    from PIL import Image
+
     try:
-        return iio.imread(path, index=index, plugin="pillow")
-    except IndexError as exc:
-        raise _Choice(f"page={page} is out of range: {exc}") from None
-    except OSError as exc:
-        # imageio's own wording for "Pillow did not recognise the bytes" names no format;
-        # say what it means.  Other errors (truncated data...) are specific and kept.
-        if type(exc.__cause__).__name__ == "InitializationError":
-            raise ValueError(
-                f"not a valid {Path(path).suffix.lower()} image (corrupt, or another format "
-                "under this extension)"
-            ) from exc
-        raise
+        with Image.open(path) as image:
+            width, height = image.size
+    except Exception:  # noqa: BLE001 - a header Pillow cannot read: the read below says why
+        return
+    check_pixels((height, width), limit)
 
 
-def _read_tiff(path, page=None):
+@contextlib.contextmanager
+def _pillow_limit_replaced():
+    """Pillow's own decompression-bomb limit (a warning above 89 million pixels, an error
+    above twice that) lifted while a picture is read: ``max_pixels`` replaces it, checked from
+    the header first.  Pillow has only this process-wide setting, so it is restored at once."""
+    from PIL import Image
+
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def _read_tiff(path, page=None, limit=MAX_PIXELS):
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         n_pages = len(tif.pages)
         if page is None:
             if n_pages > 1:
-                raise _Choice(
+                raise _Refused(
                     f"is a multi-page TIFF with {n_pages} pages; choose one with page=K "
                     f"(--page K), counted from 0"
                 )
-            return _samples_last(tif.asarray(), tif.series[0].axes)
+            series = tif.series[0]
+            _check_tiff_size(series.shape, series.axes, limit)
+            return _samples_last(tif.asarray(), series.axes)
         if page >= n_pages:
-            raise _Choice(
+            raise _Refused(
                 f"page={page} is out of range; the file has {n_pages} page"
                 f"{'s' if n_pages > 1 else ''} (0 to {n_pages - 1})"
             )
         chosen = tif.pages[page]
+        _check_tiff_size(chosen.shape, chosen.axes, limit)
         return _samples_last(chosen.asarray(), chosen.axes)
+
+
+def _check_tiff_size(shape, axes, limit) -> None:
+    """The pixel limit on the shape a TIFF's tags declare; samples ('S') are not counted."""
+    samples = axes.index("S") if "S" in axes and len(axes) == len(shape) else None
+    check_pixels(shape, limit, channels_axis=samples)
 
 
 def _samples_last(array, axes):
@@ -420,16 +546,47 @@ _IMAGE_READERS = {"npy": _read_npy, "picture": _read_picture, "gif": _read_pictu
                   "tiff": _read_tiff}
 
 
-def _read_fits(path):
+def _read_fits(path, hdu=None, limit=MAX_PIXELS):
     fits = import_astropy_fits()
 
     def read(p):
-        # getdata returns the first HDU that holds data (the primary one is often empty).
-        return fits.getdata(p)
+        # memmap=False: the data are read into memory, so they outlive the open file.
+        with fits.open(p, memmap=False) as hdus:
+            chosen = _image_hdu(hdus, hdu)
+            header = chosen.header
+            shape = tuple(int(header[f"NAXIS{i}"]) for i in range(header["NAXIS"], 0, -1))
+            check_pixels(shape, limit)
+            return _planes_last(np.asarray(chosen.data))
 
-    data = _call_reader(path, read)
-    if data is None:
-        raise ValueError(f"{path}: the FITS file holds no image data")
+    return _call_reader(path, read)
+
+
+def _image_hdu(hdus, hdu):
+    """The HDU ``hdu`` names, or the first image HDU with data; a table is never an image."""
+    if hdu is not None:
+        if hdu >= len(hdus):
+            raise _Refused(f"hdu={hdu} is out of range; the file has {len(hdus)} HDU"
+                           f"{'s' if len(hdus) > 1 else ''} (0 to {len(hdus) - 1})")
+        chosen = hdus[hdu]
+        if not chosen.is_image:
+            raise _Refused(f"hdu={hdu} is a {type(chosen).__name__} (a table), not an image")
+        if not chosen.header.get("NAXIS", 0):
+            raise _Refused(f"hdu={hdu} holds no data")
+        return chosen
+    for chosen in hdus:
+        if chosen.is_image and chosen.header.get("NAXIS", 0):
+            return chosen
+    found = ", ".join(f"{i}: {type(h).__name__}" for i, h in enumerate(hdus))
+    raise _Refused(f"the FITS file holds no image data (HDUs {found})")
+
+
+def _planes_last(data):
+    """A FITS image as kernelfit holds images: length-1 axes above the image plane dropped
+    (a cube with NAXIS3 = 1 is an image), the planes of a cube on the last axis."""
+    while data.ndim > 2 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim == 3:
+        data = np.moveaxis(data, 0, -1)
     return data
 
 
@@ -437,7 +594,7 @@ def _call_reader(path, reader):
     """Run a third-party reader; its many exception types become one ValueError naming ``path``."""
     try:
         return reader(path)
-    except _Choice as exc:
+    except _Refused as exc:
         raise ValueError(f"{path}: {exc}") from None
     except ValueError as exc:
         raise ValueError(f"{path}: cannot read the file: {exc}") from exc

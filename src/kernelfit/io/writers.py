@@ -73,7 +73,8 @@ def write_kernel(path, kernel) -> None:
         from [min, max] to [0, 255] and rounded to 8 bits, so the numbers are lost.
     kernel : (kh, kw) array_like
         Or a 3-D stack of kernels (one per channel, ``estimate(..., channel_axis=)``), written
-        as it is to ``.npy``, ``.tif`` and ``.fits``; the 2-D formats refuse it.
+        as it is to ``.npy`` and ``.tif``, and to ``.fits`` as a cube with the channels on
+        NAXIS3 (read back channels last); the 2-D formats refuse it.
 
     Examples
     --------
@@ -231,8 +232,13 @@ def _write_tiff_stack(path, array):
 
 def _write_fits(path, array):
     fits = import_astropy_fits()
+    array = np.asarray(array)
+    if array.ndim == 3:
+        # FITS puts the planes of a cube on NAXIS3, NumPy's first axis; the readers put
+        # them back on the last axis, where kernelfit keeps channels.
+        array = np.moveaxis(array, -1, 0)
     # The temporary file already exists (it reserves the name), hence overwrite=True.
-    fits.PrimaryHDU(np.asarray(array)).writeto(path, overwrite=True)
+    fits.PrimaryHDU(array).writeto(path, overwrite=True)
 
 
 _ARRAY_WRITERS = {
