@@ -64,3 +64,23 @@ def test_integer_matrix_errors():
     with pytest.raises(ValueError, match="orientation='upside'"):
         kf.estimate(np.random.default_rng(2).random((20, 20)), np.ones((18, 18)), 3,
                     background=None).as_integer_matrix(orientation="upside")
+
+
+def test_cli_as_matrix_and_orientation(tmp_path, capsys):
+    """Seed 001's question: the integer matrix (and divisor) an editor applied, printed by
+    --as-matrix; --orientation correlation writes the kernel as editors apply it."""
+    from kernelfit import cli
+
+    rng = np.random.default_rng(3)
+    a = rng.random((40, 40))
+    k = np.array([[0, 1, 0], [2, 5, 1], [0, 3, 0]]) / 12
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", kf.convolve(a, k, mode="valid"))
+    out = tmp_path / "k.npy"
+    argv = ["estimate", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--shape", "3",
+            "-o", str(out), "--as-matrix", "--orientation", "correlation"]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "integer matrix (correlation orientation):" in text
+    assert "0 3 0\n1 5 2\n0 1 0\ndivisor: 12" in text
+    np.testing.assert_allclose(np.load(out), k[::-1, ::-1], atol=1e-10)

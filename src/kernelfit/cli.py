@@ -286,6 +286,14 @@ def _add_estimate(commands) -> None:
                    "kernelfit[dask]); with --tile the workers read the files themselves")
     p.add_argument("-o", "--output", required=True, metavar="KERNEL",
                    help="kernel file: .npy, .csv, .txt, .tif, .fits, or .png (a picture)")
+    p.add_argument("--orientation", default="convolution",
+                   choices=("convolution", "correlation"),
+                   help="orientation of the written kernel (and --as-matrix): 'convolution' "
+                        "as scipy applies it (default), 'correlation' as image editors, "
+                        "Pillow, OpenCV filter2D and torch conv2d apply it (rotated by 180°)")
+    p.add_argument("--as-matrix", action="store_true",
+                   help="also print the kernel as an editor's convolution matrix: integers, "
+                        "divisor and offset, and how well they reproduce B")
     p.add_argument("--strict", action="store_true",
                    help="exit 4 (failed) for a doubtful fit too, instead of 3")
     p.add_argument("--json", metavar="FIT.json", help="also write the whole fit as JSON")
@@ -395,6 +403,8 @@ def _run_estimate(args) -> int:
 
     if not args.quiet:
         print(fit.summary())
+    if args.as_matrix:
+        print(_integer_matrix_text(fit, a, args.orientation))
     _write_outputs(args, fit, progress, a=a, b=b)
     progress.say(f"done in {time.perf_counter() - started:.1f} s")
     return _verdict_status(fit, args)
@@ -589,7 +599,8 @@ def _fit_options(args) -> dict:
 
 def _write_outputs(args, fit, progress, *, a=None, b=None) -> None:
     """The kernel, the JSON and the report: all of them, or none."""
-    writes = [(args.output, lambda path: io.write_kernel(path, fit.kernel))]
+    kernel = _oriented(fit, getattr(args, "orientation", "convolution"))
+    writes = [(args.output, lambda path: io.write_kernel(path, kernel))]
     if args.json:
         writes.append((args.json, lambda path: io.write_json(path, fit.to_dict())))
     if getattr(args, "report", None):
@@ -599,6 +610,46 @@ def _write_outputs(args, fit, progress, *, a=None, b=None) -> None:
 
         writes.append((args.report, draw))
     _write_all(args, progress, writes)
+
+
+def _oriented(fit, orientation) -> np.ndarray:
+    """The fitted kernel (or stack of per-channel kernels) in the chosen orientation: the
+    correlation one is rotated by 180° in its two image axes."""
+    kernel = np.asarray(fit.kernel)
+    if orientation == "convolution":
+        return kernel
+    channel_axis = getattr(fit, "channel_axis", None)
+    axes = [axis for axis in range(kernel.ndim)
+            if channel_axis is None or axis != channel_axis % kernel.ndim]
+    return np.flip(kernel, axis=tuple(axes)).copy()
+
+
+def _integer_matrix_text(fit, a, orientation) -> str:
+    """``--as-matrix``: the integer matrix, and the RMS of ``b`` minus its prediction next to
+    the fit's own."""
+    if not hasattr(fit, "as_integer_matrix") or np.ndim(fit.kernel) != 2:
+        raise ValueError("--as-matrix needs one kernel (not one per channel): choose a "
+                         "channel with --channel or --gray")
+    import kernelfit as kf
+
+    matrix = fit.as_integer_matrix(orientation=orientation)
+    as_convolution = matrix.kernel if orientation == "convolution" else matrix.kernel[::-1, ::-1]
+    residual = np.asarray(fit.residual)
+    mode = "same" if residual.shape == a.shape else \
+        "valid" if residual.shape[0] < a.shape[0] else "full"
+    # b − a⊛M − offset = (b − a⊛k − background) + a⊛(k − M) + (background − offset)
+    background = float(np.ravel(fit.background)[0]) \
+        if fit.background is not None and np.size(fit.background) == 1 else 0.0
+    with_integers = residual + background - matrix.offset + kf.convolve(
+        a, fit.kernel - as_convolution, boundary=fit.boundary, center=fit.center, mode=mode)
+    return (f"integer matrix ({orientation} orientation):\n{matrix}\n"
+            f"it reproduces B with residual RMS {_rms(with_integers):.4g} (the fitted "
+            f"kernel: {_rms(residual):.4g}); largest coefficient change "
+            f"{matrix.max_error:.3g}")
+
+
+def _rms(values) -> float:
+    return float(np.sqrt(np.nanmean(np.square(values))))
 
 
 def _write_all(args, progress, writes) -> None:
