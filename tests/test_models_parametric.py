@@ -570,3 +570,44 @@ def test_acceptance_demo_has_seed_002(capsys):
     # unconditionally; check it holds, and that the two answers differ visibly.
     assert float(l1.group(2)) <= float(l2.group(2))
     assert abs(float(l1.group(1)) - float(l2.group(1))) > 0.05
+
+
+def _beads(model_kernel, seed, n=160, noise=2e-3):
+    """Beads: sparse bright points on a flat field, blurred by the kernel, with white noise."""
+    rng = np.random.default_rng(seed)
+    a = np.where(rng.random((n, n)) < 0.02, rng.uniform(0.5, 1.0, (n, n)), 0.0)
+    b = kf.convolve(a, model_kernel, mode="valid")
+    return a, b + noise * rng.normal(size=b.shape)
+
+
+@pytest.mark.parametrize("model, params, fwhm", [
+    # Gaussian: FWHM = 2√(2 ln 2)·σ; Moffat: FWHM = 2α√(2^(1/β) − 1).
+    ("gaussian", {"sigma": 1.7}, 2 * np.sqrt(2 * np.log(2)) * 1.7),
+    ("moffat", {"alpha": 2.5, "beta": 3.0}, 2 * 2.5 * np.sqrt(2 ** (1 / 3.0) - 1)),
+])
+def test_fwhm_matches_the_analytic_value_within_its_standard_error(model, params, fwhm):
+    """On simulated beads the fitted FWHM is the analytic one to within 3 of its standard
+    errors (the delta-method error from fit.cov), and the error is not absurdly large."""
+    from kernelfit.models.parametric import make_model
+
+    true = make_model(model).evaluate(tuple(params.values()), (15, 15))
+    a, b = _beads(true / true.sum(), seed=11)
+    fit = kf.estimate(a, b, 15, model=model)
+    assert abs(fit.params["fwhm"] - fwhm) <= 3 * fit.stderr["fwhm"]
+    assert 0 < fit.stderr["fwhm"] < 0.05 * fwhm
+    assert "fwhm" in fit.summary() and " dy = " not in fit.summary()   # dy was not fitted
+
+
+def test_elliptical_widths_angle_and_ellipticity():
+    from kernelfit.fit.physical import physical_parameters
+
+    values, errors = physical_parameters(
+        "elliptical", {"sigma_x": 1.0, "sigma_y": 2.0, "theta": 10.0},
+        np.diag([1e-4, 4e-4, 1.0]), ["sigma_x", "sigma_y", "theta"])
+    c = 2 * np.sqrt(2 * np.log(2))
+    assert values["fwhm_major"] == pytest.approx(2 * c) and values["fwhm_minor"] == pytest.approx(c)
+    assert values["ellipticity"] == pytest.approx(0.5) and values["angle"] == pytest.approx(100.0)
+    assert errors["fwhm_major"] == pytest.approx(c * 0.02, rel=1e-5)
+    assert errors["angle"] == pytest.approx(1.0, rel=1e-5)
+    # ellipticity 1 − σx/σy: ∂/∂σx = −1/2, ∂/∂σy = σx/σy² = 1/4
+    assert errors["ellipticity"] == pytest.approx(np.hypot(0.5 * 1e-2, 0.25 * 2e-2), rel=1e-5)

@@ -264,7 +264,7 @@ def test_kernel_numbers_locate_and_size_the_kernel(fits):
     fit = fits["gaussian"][0]
     rows = dict(sections.kernel_numbers(fit, fit.kernel))
     sigma = fit.params["sigma"]
-    width = float(rows["second-moment width σ (FWHM if Gaussian)"].split()[0])
+    width = float(rows["second-moment width σ of |k|"].split()[0])
     # The second moment of a 7×7 Gaussian of σ≈1.3 truncated at ±3 is a little below σ.
     assert 0.8 * sigma < width <= sigma
     assert rows["centroid of |k| − centre (dy, dx)"].startswith("(")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from .physical import physical_parameters
 from .result import KernelFit, ResidualImages
 from ..models._common import MAX_STATISTICS_UNKNOWNS
 from ..models.factored import fit_lowrank, fit_separable
@@ -83,13 +84,17 @@ def _fit_parametric(model, pairs, shape, *, loss, normalize, options, single,
         residual = partial(_residuals_with_background, pairs, result.background_terms,
                            result.kernel, result.background, single)
     geometry = pairs[0].geometry
+    widths, width_errors = physical_parameters(family.name, result.params, result.cov,
+                                               result.free)
     return KernelFit(
         kernel=result.kernel, shape=shape, center=geometry.center, boundary=geometry.boundary,
-        model=family.name, params=result.params, stderr=result.stderr, cov=result.cov,
+        model=family.name, params={**result.params, **widths},
+        stderr={**result.stderr, **width_errors}, cov=result.cov,
         background=fitted, _residual=residual, noise_std=result.noise_std, lam=None,
         n_used=result.n_used, converged=result.converged, message=result.message,
         method=f"parametric-{loss}",
         info=dict(result.info, objective=result.objective, free=result.free, loss=loss,
+                  physical=list(widths),
                   **({"background": info} if info else {})),
     )
 

@@ -210,11 +210,20 @@ class KernelFit:
                          "info['boundary_scores'], about 1 for the rule that made b)")
         return lines
 
+    def shown_params(self) -> dict:
+        """The parameters worth showing: the fitted ones and the widths derived from them
+        (``fit.info['free']``, ``fit.info['physical']``), not those held fixed (a centre
+        offset that was not fitted is not ``0 ± 0``)."""
+        if "free" not in self.info:
+            return dict(self.params)
+        keep = set(self.info["free"] or ()) | set(self.info.get("physical", ()))
+        return {name: value for name, value in self.params.items() if name in keep}
+
     def _parameter_lines(self) -> list[str]:
         """``name = value ± stderr`` for scalar parameters, the shape for array ones."""
         errors = self.stderr if isinstance(self.stderr, dict) else {}
         lines = []
-        for name, value in self.params.items():
+        for name, value in self.shown_params().items():
             if np.ndim(value) == 0:
                 error = errors.get(name)
                 spread = "" if error is None else f" ± {float(error):.3g}"

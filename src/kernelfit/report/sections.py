@@ -107,7 +107,8 @@ def _variation_figure(fit) -> str:
 def parameters_section(fit, kernel) -> str:
     rows = []
     errors = fit.stderr if isinstance(fit.stderr, dict) else {}
-    for name, value in fit.params.items():
+    shown = fit.shown_params() if hasattr(fit, "shown_params") else fit.params
+    for name, value in shown.items():
         if np.ndim(value) == 0:
             error = errors.get(name)
             relative = ""
@@ -152,8 +153,10 @@ def kernel_numbers(fit, kernel) -> list[tuple[str, str]]:
                      f"({cy - fit.center[0]:+.3g}, {cx - fit.center[1]:+.3g}) pixels"))
         var = float((weight * ((yy - cy) ** 2 + (xx - cx) ** 2)).sum() / weight.sum()) / 2
         sigma = math.sqrt(var)
-        rows.append(("second-moment width σ (FWHM if Gaussian)",
-                     f"{sigma:.3g} pixels ({2 * math.sqrt(2 * math.log(2)) * sigma:.3g})"))
+        rows.append(("second-moment width σ of |k|",
+                     f"{sigma:.3g} pixels (a Gaussian with this σ has FWHM "
+                     f"{2 * math.sqrt(2 * math.log(2)) * sigma:.3g}; a fitted family's own "
+                     "FWHM is among the parameters)"))
         rows.append(("negative part Σ|k<0| / Σ|k|",
                      f"{float(np.abs(kernel[kernel < 0]).sum() / weight.sum()):.3g}"))
     freq, mtf, normalised = radial_mtf(kernel)
