@@ -34,7 +34,7 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "gallery/README.rst", "**/sg_execution_times.rst"]
+exclude_patterns = ["_build", "gallery", "sg_execution_times.rst", "make_report_png.py"]
 templates_path = ["_templates"]
 
 # The API pages: autosummary writes one page per public object into api/generated.
