@@ -5,6 +5,7 @@ imported from ``src/`` beside this file, so the pages always describe this check
 gallery's scripts (``docs/gallery``) are executed during the build by sphinx-gallery.
 """
 
+import dataclasses
 import sys
 import warnings
 from importlib.metadata import PackageNotFoundError, version
@@ -40,7 +41,6 @@ templates_path = ["_templates"]
 # The API pages: autosummary writes one page per public object into api/generated.
 autosummary_generate = True
 autodoc_typehints = "none"          # the numpydoc sections carry the types
-autodoc_default_options = {"members": False}
 # numpydoc lists a class's public attributes and methods itself; autosummary's class pages
 # (the template in _templates/autosummary) would list them a second time.
 numpydoc_show_class_members = False
@@ -74,3 +74,28 @@ myst_heading_anchors = 3
 
 # matplotlib draws the gallery's figures without a screen.
 warnings.filterwarnings("ignore", message="Matplotlib is currently using agg")
+
+
+def _public_signature(app, what, name, obj, options, signature, return_annotation):
+    """Show a dataclass's signature without its private fields (a leading underscore).
+
+    ``KernelFit`` keeps its lazily made residual in ``_residual``; the generated signature
+    would list it, and its ``default_factory`` fields as ``<factory>``.
+    """
+    if what != "class" or not dataclasses.is_dataclass(obj):
+        return None
+    parameters = []
+    for field in dataclasses.fields(obj):
+        if not field.init or field.name.startswith("_"):
+            continue
+        if field.default is not dataclasses.MISSING:
+            parameters.append(f"{field.name}={field.default!r}")
+        elif field.default_factory is not dataclasses.MISSING:
+            parameters.append(f"{field.name}={field.default_factory()!r}")
+        else:
+            parameters.append(field.name)
+    return f"({', '.join(parameters)})", return_annotation
+
+
+def setup(app):
+    app.connect("autodoc-process-signature", _public_signature)
