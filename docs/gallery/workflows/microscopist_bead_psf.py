@@ -32,9 +32,10 @@ u, v = x * np.cos(0.5) + y * np.sin(0.5), -x * np.sin(0.5) + y * np.cos(0.5)
 true_psf = np.exp(-u**2 / (2 * 1.4**2) - v**2 / (2 * 2.2**2))
 true_psf /= true_psf.sum()
 
-beads = np.zeros((128, 128))                       # the object: photons per bead
+# The object: photons per bead, at the beads' positions.
+beads = np.zeros((128, 128))
 beads[rng.integers(10, 118, 40), rng.integers(10, 118, 40)] = 20_000
-beads[64, 64] = 5_000_000                          # an aggregate of beads
+beads[64, 64] = 5_000_000  # the aggregate
 expected = kf.convolve(beads, true_psf, boundary="fill") + 100
 recorded = np.clip(rng.poisson(expected), 0, 65_535).astype(np.uint16)
 

@@ -41,7 +41,7 @@ output = correlate2d(image, layer_weight, mode="same", boundary="fill") + layer_
 # ``background=0`` fits the bias (a constant).  The layer's zero padding is
 # ``boundary="fill"``; for odd sizes scipy's default centre is the layer's too.
 fit = kf.estimate(image, output, 5, boundary="fill", background=0)
-weight = fit.kernel[::-1, ::-1]            # convolution kernel -> cross-correlation weight
+weight = fit.kernel[::-1, ::-1]  # convolution kernel -> correlation weight
 bias = float(fit.background[0])
 print("largest weight error:", float(np.abs(weight - layer_weight).max()))
 print("bias:", round(bias, 6))
