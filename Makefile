@@ -3,30 +3,29 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test docs bench clean
 
-# The stamp files record which extras are installed, so repeated runs skip pip.
-$(VENV)/.stamp-base:
-	$(PYTHON) -m venv $(VENV)
+# One install serves every target: kernelfit in editable mode with all its extras (the test
+# and docs tools included), redone only when pyproject.toml changes.
+$(VENV)/.stamp: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	touch $@
-
-$(VENV)/.stamp-all: $(VENV)/.stamp-base pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[all]"
 	touch $@
 
-$(VENV)/.stamp-test: $(VENV)/.stamp-base pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[test]"
-	touch $@
-
-demo: $(VENV)/.stamp-all
+demo: $(VENV)/.stamp
 	$(BIN)/kernelfit demo
 
-test: $(VENV)/.stamp-test
+test: $(VENV)/.stamp
 	$(BIN)/python -m pytest -q
 
-bench: $(VENV)/.stamp-all
+# The documentation, warnings as errors; the gallery's scripts run during the build.
+docs: $(VENV)/.stamp
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+bench: $(VENV)/.stamp
 	$(BIN)/python benchmarks/bench_free_kernel.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis \
+		docs/_build docs/generated docs/auto_examples docs/sg_execution_times.rst

@@ -189,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        release = version("kernelfit")
+    except PackageNotFoundError:  # a source tree on sys.path, never installed
+        from . import __version__ as release
+    parser.add_argument("--version", action="version", version=f"kernelfit {release}")
     commands = parser.add_subparsers(title="commands", dest="command", required=True)
     _add_estimate(commands)
     _add_apply(commands)
