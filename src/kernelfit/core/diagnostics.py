@@ -351,8 +351,9 @@ def fluctuation_energy(pairs) -> float:
         # of a centred copy (b_used is often a strided view): b's fluctuations carry the
         # signal, so they are not so small next to its mean that the difference loses much.
         b = pair.b_used
-        total += max(float(np.einsum("ij,ij->", b, b)) - float(b.sum()) ** 2 / pair.n_used,
-                     0.0)
+        with np.errstate(over="ignore", invalid="ignore"):   # huge b: inf, not an exception
+            spread = np.einsum("ij,ij->", b, b) - np.square(b.sum()) / pair.n_used
+        total += max(float(spread), 0.0) if np.isfinite(spread) else float("inf")
     return total
 
 
