@@ -405,3 +405,37 @@ def test_summary_says_what_was_chosen():
     text = kf.estimate(a, b, None, boundary="auto").summary()
     assert "size chosen: 3x5 of" in text and "boundary chosen: 'reflect'" in text
     assert "chosen" not in kf.estimate(a, b, (3, 5), boundary="reflect").summary()
+
+
+def _imagemagick_truncated(seed=0):
+    """ImageMagick's -morphology Convolve on an 8-bit image truncates toward zero (the rule
+    reimplemented: floor of the exact convolution, nearest-edge extension): b is offset by
+    −½ on average."""
+    from skimage import data
+
+    a = data.camera()[100:356, 100:356]
+    m = np.array([[0, 1, 2, 1, 0], [1, 3, 5, 3, 1], [2, 5, 9, 5, 2], [1, 3, 5, 3, 1],
+                  [0, 1, 2, 1, 0]])
+    b = np.floor(kf.convolve(a.astype(float), m / m.sum(), boundary="nearest"))
+    return a, np.clip(b, 0, 255).astype(np.uint8), m
+
+
+def test_auto_mode_finds_the_offset_of_8_bit_truncation():
+    a, b, m = _imagemagick_truncated()
+    fit = kf.estimate(a, b, None, boundary="auto")
+    assert fit.shape == (5, 5) and fit.boundary == "nearest"
+    assert fit.info["offset_choice"]["chosen"] == "background=0"
+    # Truncation subtracts a uniform [0, 1) rounding error: −½ on average.
+    assert fit.background[0] == pytest.approx(-0.5, abs=0.02)
+    matrix = fit.as_integer_matrix()
+    assert matrix.matrix.tolist() == m.tolist() and matrix.divisor == m.sum()
+    assert "constant offset" in fit.message
+
+
+def test_auto_mode_adds_no_offset_when_there_is_none():
+    rng = np.random.default_rng(7)
+    a = rng.random((96, 96))
+    b = kf.convolve(a, np.full((3, 3), 1 / 9), boundary="nearest")
+    b = b + 1e-3 * rng.normal(size=b.shape)
+    fit = kf.estimate(a, b, None, boundary="auto")
+    assert fit.background is None and "offset_choice" not in fit.info

@@ -155,7 +155,10 @@ def choose_shape(a, b, *, mask=None, saturation=None, saturation_a=None,
               "chosen": _label(shape, center),
               "criterion": "held-out mean squared residual / noise variance "
                            "(2-fold, halves of the image)",
-              "probe": f"{size}x{size}", "probe_shift": [int(shift[0]), int(shift[1])]}
+              "probe": f"{size}x{size}", "probe_shift": [int(shift[0]), int(shift[1])],
+              # In units of b², comparable across backgrounds (the scores are in units of
+              # each probe's own noise variance).
+              "held_out_mse": float(scores[best] * probe.variance)}
     message = ""
     if touches:
         message = (f"shape=None: the kernel may extend beyond the largest window searched "
