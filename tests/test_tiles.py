@@ -345,3 +345,23 @@ def test_cli_tile_refuses_a_picture_it_cannot_stream(tmp_path, capsys):
                        "--shape", "3", "--tile", "8", "-o", str(tmp_path / "k.npy")])
     assert status == 2
     assert "cannot be read tile by tile" in capsys.readouterr().err
+
+
+def test_tiled_pass_shows_progress_only_when_asked(tmp_path):
+    """A progress bar (tqdm) on the stream given to progress_to, nothing otherwise."""
+    import io as text_io
+
+    from kernelfit.core.progress import progress_to
+    from kernelfit.stats.tiles import tiled_statistics
+
+    rng = np.random.default_rng(0)
+    a = rng.random((64, 64))
+    b = kf.convolve(a, np.full((3, 3), 1 / 9), mode="valid")
+    stream = text_io.StringIO()
+    with progress_to(stream):
+        tiled_statistics(a, b, 3, tile=16)
+    assert "kernelfit: statistics by tile" in stream.getvalue()
+    assert "/16 " in stream.getvalue()   # 62² valid pixels in 16-pixel tiles: 4 × 4
+    quiet = text_io.StringIO()
+    tiled_statistics(a, b, 3, tile=16)
+    assert quiet.getvalue() == ""

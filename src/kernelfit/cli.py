@@ -405,7 +405,8 @@ def _run_estimate(args) -> int:
 
     size = "an automatically sized" if shape is None else _describe(shape)
     progress.say(f"fitting {size} kernel on {_describe(b.shape)} pixels ...")
-    fit = kf.estimate(a, b, shape, **options)  # its warnings are printed by main()
+    with progress.bars():
+        fit = kf.estimate(a, b, shape, **options)  # its warnings are printed by main()
 
     if not args.quiet:
         print(fit.summary())
@@ -451,7 +452,8 @@ def _run_estimate_tiled(args, shape, options, progress, started) -> int:
     else:
         from .front.tiled import estimate_tiled
 
-        fit = estimate_tiled(a, b, shape, tile=args.tile, **options)
+        with progress.bars():
+            fit = estimate_tiled(a, b, shape, tile=args.tile, **options)
     if not args.quiet:
         print(fit.summary())
     _write_outputs(args, fit, progress)
@@ -764,6 +766,13 @@ class Progress:
             self._held.append(message)
         elif self._enabled:
             print(f"kernelfit: {message}", file=sys.stderr, flush=True)
+
+    def bars(self):
+        """Progress bars with an ETA on stderr for the long loops of the fit (tiles,
+        iterations) when stage lines are shown (:mod:`kernelfit.core.progress`)."""
+        from .core.progress import progress_to
+
+        return progress_to(sys.stderr) if self._enabled else contextlib.nullcontext()
 
     def decide(self, n_pixels: int) -> None:
         if self._enabled is None:

@@ -41,6 +41,7 @@ from ..core.conventions import (
 )
 from ..core.design import _single, _touches
 from ..core.inputs import as_source
+from ..core.progress import steps
 from .compute import statistics
 from .gram import SufficientStatistics
 
@@ -295,7 +296,7 @@ def tiled_statistics(a, b, shape, *, boundary="valid", center=None, mask=None,
     tiles = plan_tiles(geometry, *(tile_edges(n, check_tile(tile))
                                    for n in geometry.used_shape))
     return sum(tile_statistics(*tile_blocks(a, b, mask, t), t, geometry.kernel_shape)
-               for t in tiles)
+               for t in steps(tiles, total=len(tiles), label="statistics by tile"))
 
 
 # --------------------------------------------------------------------------------------------
