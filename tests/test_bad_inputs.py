@@ -29,6 +29,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import scipy.signal
 import tifffile
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -642,6 +643,125 @@ def test_command_reads_the_valid_files_exactly(tmp_path):
                                        cwd=tmp_path)
         assert status == 0, (name, err)
         np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected, err_msg=name)
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs that must be used right: nothing lost, nothing silently wrong (issue 14)
+# --------------------------------------------------------------------------------------------
+
+def _pair_with_outliers(n_outliers=25, size=64, seed=14):
+    """A well-posed pair, and a map of ``n_outliers`` pixels whose values are spoiled."""
+    rng = np.random.default_rng(seed)
+    a = rng.random((size, size))
+    k = rng.random((5, 5))
+    k /= k.sum()
+    b = kf.convolve(a, k) + 1e-4 * rng.standard_normal(a.shape)
+    spoiled = np.zeros(a.shape, bool)
+    spoiled.flat[rng.choice(a.size, n_outliers, replace=False)] = True
+    return a, b, k, spoiled
+
+
+@pytest.mark.parametrize("which", ["a", "b"])
+@pytest.mark.parametrize("path", [dict(), dict(method="iterative", tol=1e-10),
+                                  dict(channel_axis=-1), dict(boundary="auto")],
+                         ids=["direct", "iterative", "channels", "auto"])
+def test_masked_array_pixels_are_not_used(which, path):
+    # The outliers (1e3 against values ~0.5) hide under the mask: a fit that used them would
+    # be off by ~1e1 (1.5e4 in the issue); one that drops them is off by the noise (1e-4)
+    # through ~25 coefficients, so 2e-4 is 100 times below the first and twice the second.
+    a, b, k, spoiled = _pair_with_outliers()
+    bad = (a if which == "a" else b).copy()
+    bad[spoiled] = 1e3
+    images = dict(a=a, b=b)
+    images[which] = np.ma.MaskedArray(bad, spoiled)
+    options = dict(boundary="fill")
+    options.update(path)
+    if "channel_axis" in options:
+        images = {name: np.ma.stack([x, x], axis=-1) if np.ma.isMaskedArray(x)
+                  else np.stack([x, x], axis=-1) for name, x in images.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # the masked outliers must leave no trace
+        fit = kf.estimate(images["a"], images["b"], 5, **options)
+    kernel = fit.kernel[..., 0] if "channel_axis" in options else fit.kernel
+    assert np.abs(kernel - k).max() < 2e-4
+    # A masked pixel of b is one pixel fewer; one of a drops every pixel it touches.
+    if "channel_axis" not in options:
+        expected = kf.estimate(np.where(spoiled, np.nan, a) if which == "a" else a,
+                               np.where(spoiled, np.nan, b) if which == "b" else b, 5,
+                               **options)
+        assert fit.n_used == expected.n_used < a.size
+
+
+@pytest.mark.parametrize("boundary", ["fill", "nearest", "valid"])
+def test_convolve_of_a_masked_array_masks_the_footprint(boundary):
+    # Each masked pixel spoils the output pixels whose kernel box covers it: those are masked
+    # and NaN (never the hidden value blurred in); the others equal the plain convolution.
+    a, _, k, spoiled = _pair_with_outliers(n_outliers=4)
+    hidden = np.where(spoiled, 1e3, a)
+    out = kf.convolve(np.ma.MaskedArray(hidden, spoiled), k, boundary=boundary)
+    reference = kf.convolve(np.where(spoiled, np.nan, a), k, boundary=boundary)
+    assert isinstance(out, np.ma.MaskedArray)
+    np.testing.assert_array_equal(out.mask, np.isnan(reference))
+    assert np.isnan(out.data[out.mask]).all()
+    np.testing.assert_allclose(out.data[~out.mask], reference[~out.mask], rtol=1e-12)
+    plain = kf.convolve(a, k, boundary=boundary)
+    np.testing.assert_allclose(out.data[~out.mask], plain[~out.mask], rtol=1e-12)
+    assert 0 < out.mask.sum() <= 4 * k.size
+
+
+def test_convolve_refuses_a_masked_kernel():
+    kernel = np.ma.MaskedArray(K3, K3 == 0.5)
+    with pytest.raises(ValueError, match=r"kernel is a masked array with 1 masked entries"):
+        kf.convolve(A, kernel)
+
+
+def _spoiled_image(values, positions, size=512, seed=3):
+    rng = np.random.default_rng(seed)
+    image = rng.random((size, size))
+    for value, (y, x) in zip(values, positions):
+        image[y, x] = value
+    return image
+
+
+# NaN, +inf, -inf alone and together, near the edge and in the interior; kernels with zeros
+# and negative entries (0·inf is NaN in scipy, and +inf meeting -inf too).
+NONFINITE_CASES = {
+    "one-nan": ([np.nan], [(40, 40)]),
+    "one-inf": ([np.inf], [(40, 40)]),
+    "edge-minus-inf": ([-np.inf], [(0, 5)]),
+    "inf-meets-minus-inf": ([np.inf, -np.inf], [(40, 40), (42, 44)]),
+    "nan-and-inf": ([np.nan, np.inf], [(10, 10), (60, 70)]),
+}
+
+
+@pytest.mark.parametrize("values, positions", NONFINITE_CASES.values(),
+                         ids=NONFINITE_CASES.keys())
+@pytest.mark.parametrize("kernel", ["positive", "signed-with-zeros"])
+def test_convolve_keeps_nonfinite_pixels_in_their_footprint(values, positions, kernel):
+    # kf.convolve takes the FFT on this image and kernel size (512², 9×9); scipy's direct
+    # sum is the reference for every NaN and inf, and for the finite values to rounding
+    # (1e-10 against values ~1-10).
+    rng = np.random.default_rng(7)
+    k = rng.random((9, 9)) if kernel == "positive" else \
+        np.where(rng.random((9, 9)) < 0.3, 0.0, rng.standard_normal((9, 9)))
+    image = _spoiled_image(values, positions)
+    out = kf.convolve(image, k)
+    reference = scipy.signal.convolve2d(image, k, mode="same")
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(reference))
+    np.testing.assert_array_equal(np.isposinf(out), np.isposinf(reference))
+    np.testing.assert_array_equal(np.isneginf(out), np.isneginf(reference))
+    finite = np.isfinite(reference)
+    np.testing.assert_allclose(out[finite], reference[finite], atol=1e-10)
+    assert (~finite).sum() <= len(values) * k.size
+
+
+def test_one_nan_in_a_large_image_spoils_81_pixels_not_all():
+    # The issue's case: 512² and a 9×9 kernel, where convolve uses the FFT.
+    image = _spoiled_image([np.nan], [(200, 300)], size=512)
+    for dtype in (np.float64, np.float32):
+        out = kf.convolve(image.astype(dtype), np.full((9, 9), 1 / 81, dtype))
+        assert out.dtype == dtype and np.isnan(out).sum() == 81
+        assert np.isnan(out[196:205, 296:305]).all()
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from .defects import (
     detect_saturation,
     quantisation_variance,
 )
-from .forward import convolve_extended
+from .forward import all_finite, box_counts, convolve_extended
 
 
 @dataclass
@@ -156,7 +156,7 @@ def prepare_pair(a, b, shape, *, boundary, center=None, mask=None, label="",
     # From the dtype as given (valid now): as_image has made integers float64.
     q_a, q_b = quantisation_variance(a_given), quantisation_variance(b_given)
     for name, image in (("b", b), ("a", a)):
-        if not _all_finite(image) and not np.isfinite(image).any():
+        if not all_finite(image) and not np.isfinite(image).any():
             raise ValueError(f"{name}{label} has no finite pixels")
     output_size = output_size_of(a.shape, b.shape, normalize_shape(shape))
     geometry = make_geometry(a.shape, shape, boundary=boundary, center=center,
@@ -164,9 +164,9 @@ def prepare_pair(a, b, shape, *, boundary, center=None, mask=None, label="",
     # Views of the caller's arrays where possible: nothing below writes into them.
     extended = geometry.extend(np.asarray(a, dtype=np.float64))
     b_used = np.asarray(geometry.crop(b), dtype=np.float64)
-    use = np.ones(b_used.shape, bool) if _all_finite(b_used) else np.isfinite(b_used)
+    use = np.ones(b_used.shape, bool) if all_finite(b_used) else np.isfinite(b_used)
     notes = {}
-    finite_a = _all_finite(extended)
+    finite_a = all_finite(extended)
     if saturation_a is not None:
         level_a, message = _ceiling(a, saturation_a)
         notes.update(saturation_a=level_a, saturation_a_message=message,
@@ -216,15 +216,9 @@ def _count_at_or_above(image, level) -> int:
     if level is None:
         return 0
     at_or_above = image >= np.float64(level)
-    if not _all_finite(image):
+    if not all_finite(image):
         at_or_above &= np.isfinite(image)
     return int(np.count_nonzero(at_or_above))
-
-
-def _all_finite(image) -> bool:
-    # One cheap pass: the sum is finite only if every term is (a sum that overflows merely
-    # sends us to the exact pixel-by-pixel check).
-    return bool(np.isfinite(np.sum(image, dtype=np.float64)))
 
 
 def _as_mask(mask, b_shape, name) -> np.ndarray:
@@ -243,15 +237,8 @@ def _as_mask(mask, b_shape, name) -> np.ndarray:
 
 
 def _touches(bad: np.ndarray, kernel_shape) -> np.ndarray:
-    """For each 'valid' output pixel, whether its footprint contains a ``bad`` pixel.
-
-    Uses an integral image, so the counts are exact integers.
-    """
-    kh, kw = kernel_shape
-    integral = np.pad(np.cumsum(np.cumsum(bad, axis=0, dtype=np.int64), axis=1), ((1, 0), (1, 0)))
-    counts = (integral[kh:, kw:] - integral[:-kh, kw:] - integral[kh:, :-kw]
-              + integral[:-kh, :-kw])
-    return counts > 0
+    """For each 'valid' output pixel, whether its footprint contains a ``bad`` pixel."""
+    return box_counts(bad, kernel_shape) > 0
 
 
 def _single(a) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from ..core.conventions import masked_as_nan
 from ..core.design import _prepare_pairs, _single
 from ..core.inputs import has_dask_input
 from ..fit.result import KernelFit
@@ -34,7 +35,8 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         The original and the observed image.  ``b`` may have ``a``'s shape, the 'valid' shape
         ``a.shape − shape + 1`` or the 'full' shape ``a.shape + shape − 1``.  Lists fit one
         kernel shared by every pair.  NaN/inf in ``b`` drop that pixel; in ``a`` they drop
-        every pixel of ``b`` whose footprint touches them.  Dask arrays are fitted chunk by
+        every pixel of ``b`` whose footprint touches them.  The masked pixels of a
+        ``numpy.ma.MaskedArray`` count as NaN.  Dask arrays are fitted chunk by
         chunk on the current Dask scheduler or ``client=``
         (:func:`kernelfit.distributed.estimate`); images on disk larger than memory go
         through :func:`kernelfit.tiles.estimate_tiled`.
@@ -203,6 +205,8 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     >>> np.allclose(fit.kernel, k)
     True
     """
+    # A masked pixel is a NaN one on every path (the channel stacks and the lists too).
+    a, b = masked_as_nan(a), masked_as_nan(b)
     options = dict(boundary=boundary, center=center, model=model, loss=loss, reg=reg, lam=lam,
                    nonneg=nonneg, normalize=normalize, mask=mask, method=method,
                    noise_std=noise_std, background=background, saturation=saturation,
