@@ -164,6 +164,19 @@ API_CASES = [
     ("option-model-lacks", _estimate(rank=2), TypeError, r"model='free' does not take"),
     ("nonneg-not-bool", _estimate(nonneg="yes"), TypeError, r"nonneg='yes' must be True"),
     ("noise-std-negative", _estimate(noise_std=-1.0), ValueError, r"noise_std=-1\.0"),
+    # problems a method cannot take (issue 14): each was a ZeroDivisionError, LAPACK's
+    # "DLASCL parameter number 4" lines and "SVD did not converge", or a MemoryError
+    ("wiener-one-output-pixel", _estimate(a=A[:5, :5], b=A[:1, :1], shape=5, method="wiener"),
+     ValueError, r"method='wiener' with eps='auto' chooses ε by cross-validation, which needs "
+     r"more used pixels of b than kernel coefficients: b has 1 for a 5x5 kernel \(25\)"),
+    ("richardson-lucy-one-hot-a", _estimate(a=np.eye(1, 144, 70).reshape(12, 12),
+                                            b=np.full((12, 12), 3.0), boundary="fill",
+                                            method="richardson-lucy"),
+     ValueError, r"method='richardson-lucy' cannot explain b: 135 used pixel\(s\) of b are "
+     r"positive where a is zero under the whole 3x3 kernel footprint"),
+    ("normal-gram-too-large", _estimate(shape=(300, 300), boundary="fill", method="normal"),
+     ValueError, r"method='normal' with shape=\(300, 300\) needs 90000 x 90000 matrices .* "
+     r"about 181 GiB, more than this machine's .* GiB of memory; use method='iterative'"),
 ]
 
 
