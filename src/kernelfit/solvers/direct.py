@@ -58,7 +58,7 @@ def _rcond_limit(p: int) -> float:
 
 
 def solve_normal_equations(stats: SufficientStatistics, *, penalty=None,
-                           lam: float = 0.0) -> DirectSolution:
+                           lam: float = 0.0, warn: bool = True) -> DirectSolution:
     """Solve ``(G + lam·n·penalty) k = c``.
 
     Parameters
@@ -68,6 +68,10 @@ def solve_normal_equations(stats: SufficientStatistics, *, penalty=None,
         ``LᵀL`` of a quadratic regulariser (:func:`kernelfit.regularisers.penalty_matrix`).
     lam : float, default 0
         Weight of the penalty per pixel (see module docstring).
+    warn : bool, default True
+        Whether a rank-deficient system warns.  Callers that report it themselves pass
+        False (rather than silencing the warning: ``warnings.catch_warnings`` changes the
+        process-wide filters, which loses other threads' warnings).
 
     Returns
     -------
@@ -93,7 +97,7 @@ def solve_normal_equations(stats: SufficientStatistics, *, penalty=None,
     A = G + (lam * stats.n_used) * _dense(penalty) if regularised else G
     if not (np.all(np.isfinite(A)) and np.all(np.isfinite(c))):
         raise ValueError("the statistics contain NaN or inf; check a and b for huge values")
-    factor, rcond = _cholesky(A)
+    factor, rcond = cholesky_rcond(A)
     if factor is not None and rcond >= _rcond_limit(p):
         kernel = scipy.linalg.cho_solve((factor, False), c)
         A_inv, rank = _inverse_from_cholesky(factor), p
@@ -105,7 +109,8 @@ def solve_normal_equations(stats: SufficientStatistics, *, penalty=None,
             "these images do not determine the kernel; use a larger or more textured image, "
             "reg='ridge' with lam > 0, or a smaller shape"
         )
-        warnings.warn(message, RankDeficientWarning, stacklevel=user_stacklevel())
+        if warn:
+            warnings.warn(message, RankDeficientWarning, stacklevel=user_stacklevel())
         return DirectSolution(kernel.reshape(stats.shape), None, float(rank), rank, rcond,
                               False, message)
     cov = A_inv @ G @ A_inv if regularised else A_inv
@@ -117,7 +122,7 @@ def _dense(matrix) -> np.ndarray:
     return matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
 
 
-def _cholesky(A):
+def cholesky_rcond(A):
     """Upper Cholesky factor and LAPACK's reciprocal condition estimate (None, 0 if not PD)."""
     try:
         factor, _ = scipy.linalg.cho_factor(A, lower=False, check_finite=False)
