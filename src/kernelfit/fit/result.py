@@ -104,6 +104,7 @@ class KernelFit:
                          f"error ~{check['relative_error']:.2g}, "
                          f"{check['effective_parameters']:.4g} effective parameters")
         lines.extend(self._choice_lines())
+        lines.extend(self._clipping_lines())
         lines.append("status: " + ("ok" if self.converged else "NOT TRUSTED"))
         if self.message:
             lines.append(self.message)
@@ -129,6 +130,13 @@ class KernelFit:
             lines.append(f"boundary chosen: '{rules['chosen']}' (border scores in "
                          "info['boundary_scores'], about 1 for the rule that made b)")
         return lines
+
+    def _clipping_lines(self) -> list[str]:
+        """Images that crowd their dtype's range ends, unhandled (``info['clipping_b']`` ...,
+        see :func:`kernelfit.core.defects.clipping_note`)."""
+        notes = [self.info] + [n for n in self.info.get("defects", []) if isinstance(n, dict)]
+        return [f"clipping: {note[key]}" for note in notes
+                for key in ("clipping_b", "clipping_a") if note.get(key)]
 
     def _parameter_lines(self) -> list[str]:
         """``name = value ± stderr`` for scalar parameters, the shape for array ones."""

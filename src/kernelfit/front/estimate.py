@@ -123,12 +123,16 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     noise_std : float, optional
         Known noise standard deviation of ``b`` (units of ``b``); with ``lam='auto'`` it selects
         the discrepancy principle.
-    saturation : float or 'auto', optional
+    saturation : float, (floor, ceiling) or 'auto', optional
         Pixels of ``b`` at or above this level are clipped (a sensor's full well, 255 of an
-        8-bit file) and are not used; ``'auto'`` detects such a ceiling (a plateau of many
-        pixels at the maximum) and reports it in ``fit.info['saturation_b']``.  Only the
-        clipped pixels themselves are dropped: clipping happens after the blur.
-    saturation_a : float or 'auto', optional
+        8-bit file) and are not used; a pair also drops those at or below the floor (0 of
+        an 8-bit file; either level may be None); ``'auto'`` detects a ceiling and a floor
+        (a plateau of many pixels at the maximum or minimum) and reports them in
+        ``fit.info['saturation_b']`` and ``['saturation_b_floor']``.  Only the clipped
+        pixels themselves are dropped: clipping happens after the blur.  Without it, an
+        integer ``b`` with many pixels at its dtype's range ends gets a note in
+        ``fit.info['clipping_b']`` and in ``fit.summary()``.
+    saturation_a : float, (floor, ceiling) or 'auto', optional
         The same for ``a``: every pixel of ``b`` whose footprint touches a clipped pixel of
         ``a`` is dropped (like NaN in ``a``).
     background : int, optional
