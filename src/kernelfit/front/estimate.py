@@ -13,7 +13,10 @@ from functools import partial
 from ..core.conventions import masked_as_nan
 from ..core.design import _prepare_pairs, _single
 from ..core.inputs import has_dask_input
+from ..core.scaling import choose_scale
+from ..fit.rescale import in_user_units
 from ..fit.result import KernelFit
+from ..solvers.regularisers import NONSMOOTH
 from .auto import estimate_auto, is_auto
 from .channels import estimate_channels
 from .dispatch import choose_fit
@@ -222,7 +225,14 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     problem = check_request(shape, single=_single(a), model_options=model_options, **options)
     fit = choose_fit(problem)
     pairs = _prepare_pairs(a, b, problem.shape, **problem.preparation)
-    return fit(pairs)
+    # Images far from magnitude 1 are fitted in exactly rescaled units (kernelfit.core.scaling).
+    free = isinstance(problem.model, str) and problem.model == "free"
+    scale = choose_scale(pairs, kernel_units=free)
+    if scale.identity:
+        return fit(pairs)
+    degree = 1 if problem.reg in NONSMOOTH else 2   # how the penalty scales with k
+    fit = choose_fit(scale.problem(problem, lam_degree=degree))(scale.apply(pairs))
+    return in_user_units(fit, scale, kernel_units=free, lam_degree=degree)
 
 
 def _wrapper(a, b, shape, options, model_options, *, channel_axis, shared_channels,
