@@ -857,6 +857,54 @@ def test_a_fixed_lam_out_of_range_at_this_scale_is_refused():
         kf.estimate(a * 1e-300, b * 1e-300, 3, boundary="fill", reg="ridge", lam=0.1)
 
 
+
+def _design(a, kh):
+    """The explicit 'valid' design: row i holds a's pixels under output pixel i's footprint
+    in convolution orientation."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    return sliding_window_view(a, (kh, kh))[:, :, ::-1, ::-1].reshape(-1, kh * kh)
+
+
+@pytest.mark.parametrize("size, kh, texture", [(64, 9, 1.0), (64, 5, 0.1), (128, 5, 1.0)])
+def test_a_large_dc_offset_gives_the_qr_least_squares_kernel(size, kh, texture):
+    # a = 30000 + texture, noise 1e-3, no background: G's condition number is ~p·(μ/σ)²
+    # (1e12-1e14), which the plain normal equations called rank-deficient (64², 9×9) or
+    # solved a standard error off (128², 5×5).  QR on the explicit design (numpy lstsq) is
+    # the reference; the fit must match it to 1e-3 of its standard error (measured: 1e-7)
+    # and its standard errors QR's to 1e-6.
+    rng = np.random.default_rng(1)
+    a = 30000 + texture * rng.random((size, size))
+    k = rng.random((kh, kh))
+    k /= k.sum()
+    b = kf.convolve(a, k, mode="valid") + 1e-3 * rng.standard_normal((size - kh + 1,) * 2)
+    X = _design(a, kh)
+    solution, rss, *_ = np.linalg.lstsq(X, b.ravel(), rcond=None)
+    sigma = np.sqrt(rss[0] / (X.shape[0] - X.shape[1]))
+    qr_stderr = sigma * np.sqrt(np.sum(np.linalg.inv(np.linalg.qr(X)[1]) ** 2, axis=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = kf.estimate(a, b, kh)
+    assert fit.converged
+    assert np.max(np.abs(fit.kernel.ravel() - solution) / fit.stderr.ravel()) < 1e-3
+    np.testing.assert_allclose(fit.stderr.ravel(), qr_stderr, rtol=1e-6)
+
+
+def test_a_large_dc_offset_with_masks_and_several_pairs():
+    # One mean for every pair keeps the split exact for their sum; masked pixels drop out.
+    rng = np.random.default_rng(3)
+    k = rng.random((7, 7))
+    k /= k.sum()
+    A = [30000 + rng.random((n, n)) for n in (96, 80)]
+    B = [kf.convolve(a, k, mode="valid") + 1e-3 * rng.standard_normal((len(a) - 6,) * 2)
+         for a in A]
+    M = [rng.random(b.shape) > 0.1 for b in B]
+    X = np.vstack([_design(a, 7)[m.ravel()] for a, m in zip(A, M)])
+    solution = np.linalg.lstsq(X, np.concatenate([b[m] for b, m in zip(B, M)]), rcond=None)[0]
+    fit = kf.estimate(A, B, 7, mask=M)
+    assert fit.converged and fit.n_used == X.shape[0]
+    assert np.max(np.abs(fit.kernel.ravel() - solution) / fit.stderr.ravel()) < 1e-3
+
+
 # --------------------------------------------------------------------------------------------
 # Fuzzing
 # --------------------------------------------------------------------------------------------

@@ -166,3 +166,31 @@ def _eigen_solve(A, c):
         return kernel, None, rank
     # Cholesky's condition estimate was pessimistic; the spectrum says the system is fine.
     return kernel, (eigvec / eigval) @ eigvec.T, rank
+
+
+def solve_centred(centred, *, warn: bool = True) -> DirectSolution:
+    """The least-squares kernel from :class:`~kernelfit.stats.centred.CentredStatistics`.
+
+    ``G = Ḡ + N·x̄x̄ᵀ`` and ``c = c̄ + N·b̄·x̄``: with ``u = Ḡ⁻¹c̄`` and ``v = Ḡ⁻¹x̄`` (one
+    Cholesky factor of the well-conditioned ``Ḡ``),
+
+        ``k = u + v·(b̄ − x̄ᵀu) / (1/N + x̄ᵀv)``,   ``G⁻¹ = Ḡ⁻¹ − vvᵀ / (1/N + x̄ᵀv)``
+
+    (Sherman–Morrison), so the mean's direction costs no digits.  The condition of ``Ḡ``
+    decides whether the kernel is determined; when it is not (a constant image: ``Ḡ = 0``)
+    this falls back to :func:`solve_normal_equations` on the plain statistics.
+    """
+    G_bar, c_bar, x_bar = centred.gram, centred.rhs, centred.mean_row
+    p = len(c_bar)
+    if not (np.all(np.isfinite(G_bar)) and np.all(np.isfinite(c_bar))):
+        raise ValueError("the statistics contain NaN or inf; check a and b for huge values")
+    factor, rcond = cholesky_rcond(G_bar)
+    if factor is None or rcond < _rcond_limit(p):
+        return solve_normal_equations(centred.full, warn=warn)
+    solved = scipy.linalg.cho_solve((factor, False), np.column_stack([c_bar, x_bar]))
+    u, v = solved[:, 0], solved[:, 1]
+    denominator = 1.0 / centred.n_used + x_bar @ v
+    kernel = u + v * ((centred.b_mean - x_bar @ u) / denominator)
+    cov = _inverse_from_cholesky(factor) - np.outer(v, v) / denominator
+    shape = centred.full.shape
+    return DirectSolution(kernel.reshape(shape), cov, float(p), p, rcond, True, "")
