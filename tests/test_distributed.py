@@ -1,6 +1,7 @@
 """Fits on a Dask cluster: equal to the in-memory fits, for Dask and NumPy inputs, by client or
 scheduler address, from the API and the command line."""
 
+import re
 import subprocess
 import sys
 
@@ -162,3 +163,119 @@ def test_core_imports_without_dask():
             "assert not [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed',"
             " 'zarr')], 'dask imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Workers that die (issue 14): real processes, started here and killed by their own handles
+# --------------------------------------------------------------------------------------------
+
+class ProcessCluster:
+    """A scheduler and two worker processes without nannies (a killed worker stays dead)."""
+
+    def __init__(self, directory):
+        import json
+        import os
+        import shutil
+        import time
+
+        command = shutil.which("dask", path=os.path.dirname(sys.executable))
+        if command is None:
+            pytest.skip("the dask command is not installed")
+        spec = directory / "scheduler.json"
+        quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.processes = [subprocess.Popen(
+            [command, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+             "--scheduler-file", str(spec)], **quiet)]
+        started = time.monotonic()
+        while not spec.exists() or not spec.read_text().strip():
+            assert time.monotonic() - started < 60, "the scheduler did not start"
+            time.sleep(0.1)
+        time.sleep(0.2)   # the file is written before it is complete on slow machines
+        self.address = json.loads(spec.read_text())["address"]
+        # The workers import this checkout's kernelfit, as the test process does.
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        self.workers = [subprocess.Popen(
+            [command, "worker", self.address, "--no-nanny", "--nthreads", "1",
+             "--no-dashboard"], env=env, **quiet) for _ in range(2)]
+        self.processes += self.workers
+        self.client = distributed.Client(self.address, timeout="60s")
+        self.client.wait_for_workers(2, timeout=60)
+        self.pids = self.client.run(os.getpid)   # worker address -> process id
+
+    def kill_worker(self, address):
+        pid = self.pids[address]
+        (worker,) = [w for w in self.workers if w.pid == pid]
+        worker.kill()
+        worker.wait()
+
+    def close(self):
+        self.client.close()
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def processes(tmp_path):
+    cluster = ProcessCluster(tmp_path)
+    yield cluster
+    cluster.close()
+
+
+def test_losing_one_worker_of_two_still_gives_the_numpy_kernel(processes, monkeypatch):
+    # Deterministically mid-fit: the images are scattered, then the worker holding one of
+    # them is killed before the tasks run.  Its data cannot be recomputed; the fit is run
+    # again on the survivor and must equal the in-memory fit.
+    a, b = noisy_pair(11, (160, 160), (5, 5), "wrap")
+    compute = kd._gather
+    killed = []
+
+    def kill_then_compute(client, totals, deadline, timeout):
+        if not killed:
+            holder = next(iter(client.who_has().values()))[0]
+            processes.kill_worker(holder)
+            killed.append(holder)
+        return compute(client, totals, deadline, timeout)
+
+    monkeypatch.setattr(kd, "_gather", kill_then_compute)
+    fit = kd.estimate(a, b, 5, boundary="wrap", client=processes.client, timeout=120)
+    assert killed and fit.info["attempts"] == 2
+    assert_same_kernel(fit, kf.estimate(a, b, 5, boundary="wrap"))
+
+
+def test_every_worker_dead_ends_with_a_timeout(processes, tmp_path, capsys):
+    # Without timeout= the call would wait for new workers forever.
+    for address in list(processes.pids):
+        processes.kill_worker(address)
+    a, b = noisy_pair(12, (64, 64), (3, 3), "wrap")
+    with pytest.raises(TimeoutError, match=r"the Dask cluster did not finish the fit within "
+                                           r"timeout=3 s: no worker is left"):
+        kd.estimate(a, b, 3, boundary="wrap", client=processes.client, timeout=3)
+    with pytest.raises(TimeoutError, match=r"timeout=2 s"):
+        kf.estimate(da.from_array(a, chunks=32), da.from_array(b, chunks=32), 3,
+                    boundary="wrap", client=processes.client, timeout=2)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    status = cli.main(["estimate", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"),
+                       "--shape", "3", "--boundary", "wrap", "-o", str(tmp_path / "k.npy"),
+                       "--scheduler", processes.address, "--timeout", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and not (tmp_path / "k.npy").exists()
+    assert len(err) == 1 and re.match(r"kernelfit: error: the Dask cluster did not finish the "
+                                      r"fit within timeout=2 s: no worker is left", err[0])
+
+
+def test_timeout_is_checked():
+    a = np.ones((20, 20))
+    with pytest.raises(ValueError, match=r"timeout=0 must be None or a number of seconds > 0"):
+        kd.estimate(a, a, 3, timeout=0)
+    with pytest.raises(TypeError, match=r"timeout='1' must be None or a number of seconds"):
+        kd.estimate(a, a, 3, timeout="1")
+    # Without any distributed client (this module's fixtures may have one active: a fresh
+    # process has none), Dask's local scheduler has no workers to lose.
+    code = ("import numpy as np, kernelfit.front.distributed as kd; "
+            "kd.estimate(np.ones((20, 20)), np.ones((20, 20)), 3, timeout=5)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "ValueError: timeout=5 applies to a distributed cluster" in run.stderr

@@ -31,12 +31,12 @@ def _blas_threads():
 def _record_during_solve(monkeypatch):
     """Replace the direct solver's Cholesky by one that records the thread settings."""
     seen = []
-    original = direct._cholesky
+    original = direct.cholesky_rcond
 
     def recording(A):
         seen.append({"fft_workers": scipy.fft.get_workers(), "blas": _blas_threads()})
         return original(A)
-    monkeypatch.setattr(direct, "_cholesky", recording)
+    monkeypatch.setattr(direct, "cholesky_rcond", recording)
     return seen
 
 

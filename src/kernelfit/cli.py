@@ -290,6 +290,9 @@ def _add_estimate(commands) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="compute on the Dask cluster at ADDRESS (e.g. tcp://host:8786; needs "
                    "kernelfit[dask]); with --tile the workers read the files themselves")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="with --scheduler: give up (exit status 2) when the cluster has not "
+                   "finished after SECONDS, e.g. because every worker died")
     p.add_argument("-o", "--output", required=True, metavar="KERNEL",
                    help="kernel file: .npy, .csv, .txt, .tif, .fits, or .png (a picture)")
     p.add_argument("--orientation", default="convolution",
@@ -448,7 +451,8 @@ def _run_estimate_tiled(args, shape, options, progress, started) -> int:
     if args.scheduler:
         from .front.distributed import estimate
 
-        fit = estimate(a, b, shape, scheduler=args.scheduler, tile=args.tile, **options)
+        fit = estimate(a, b, shape, scheduler=args.scheduler, tile=args.tile,
+                       timeout=args.timeout, **options)
     else:
         from .front.tiled import estimate_tiled
 

@@ -230,7 +230,9 @@ def as_image(x, name: str) -> np.ndarray:
     """Validate one 2-D real image; integers become float64, float32 is kept.
 
     Boolean arrays are refused: a True/False array passed as an image is almost always a mask
-    in the wrong place, and its "values" would silently become 0 and 1.
+    in the wrong place, and its "values" would silently become 0 and 1.  The masked pixels of
+    a ``numpy.ma.MaskedArray`` become NaN (:func:`masked_as_nan`): unusable, never their
+    hidden values.
 
     Examples
     --------
@@ -241,6 +243,7 @@ def as_image(x, name: str) -> np.ndarray:
     """
     if x is None:
         raise TypeError(f"{name} must be a 2-D numeric array, got None")
+    x = masked_as_nan(x)
     try:
         arr = np.asarray(x)
     except ValueError:
@@ -266,3 +269,34 @@ def as_image(x, name: str) -> np.ndarray:
     if arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float64)
     return arr
+
+
+def masked_as_nan(x):
+    """A ``numpy.ma.MaskedArray`` as a plain array with NaN at its masked entries.
+
+    kernelfit treats a masked pixel exactly like a NaN one (not used, and spoiling what it
+    touches), so the mask must not be dropped by ``np.asarray``, which returns the hidden
+    values.  Integer data become float64 (NaN needs a float), float32 stays float32.
+    Anything that is not a masked array, or has no masked entry, is returned as it is (the
+    plain data for a masked array without masked entries); so are masked arrays of a dtype
+    that holds no numbers, for the caller's own dtype check.
+
+    Examples
+    --------
+    >>> x = np.ma.MaskedArray([[1, 2], [3, 4]], mask=[[False, True], [False, False]])
+    >>> masked_as_nan(x).tolist()
+    [[1.0, nan], [3.0, 4.0]]
+    """
+    if not np.ma.isMaskedArray(x):
+        return x
+    data = np.ma.getdata(x)
+    mask = np.ma.getmaskarray(x)
+    if not mask.any():
+        return data
+    if data.dtype == bool or not np.issubdtype(data.dtype, np.number) \
+            or np.iscomplexobj(data):
+        return data
+    dtype = data.dtype if data.dtype in (np.float32, np.float64) else np.float64
+    out = np.array(data, dtype=dtype)
+    out[mask] = np.nan
+    return out

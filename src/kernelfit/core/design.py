@@ -6,10 +6,13 @@ of ``b`` can be used, and hands the statistics a finite extended image and a fin
 * pixels of ``b`` that are NaN/inf, or that the user's ``mask`` marks False, are dropped;
 * NaN/inf in ``a`` drop every pixel of ``b`` whose kernel footprint touches them (they are set
   to 0 in the extended image, which is harmless because no used pixel sees them);
-* ``saturation=`` drops the pixels of ``b`` at or above a ceiling (given, or found by
-  :func:`~kernelfit.defects.detect_saturation` with ``'auto'``); ``saturation_a=`` drops every
-  pixel of ``b`` whose footprint touches a pixel of ``a`` at or above its ceiling, like a NaN in
-  ``a``.  Only ``a``'s mask is grown: see :mod:`kernelfit.defects` for why.
+* ``saturation=`` drops the pixels of ``b`` at or above a ceiling, and with a
+  ``(floor, ceiling)`` pair or ``'auto'`` at or below a floor too (given, or found by
+  :func:`~kernelfit.defects.detect_saturation` and ``detect_floor``); ``saturation_a=`` drops
+  every pixel of ``b`` whose footprint touches a clipped pixel of ``a``, like a NaN in ``a``.
+  Only ``a``'s mask is grown: see :mod:`kernelfit.defects` for why.  Without these options,
+  an integer image with many pixels at its dtype's range ends gets a ``clipping_b`` /
+  ``clipping_a`` note saying so.
 
 For boundaries other than 'valid' the padded values of ``a`` follow the boundary rule, so a
 NaN or saturated pixel on ``a``'s edge also spoils the outputs that see its padded copies.
@@ -32,10 +35,12 @@ from .conventions import (
 )
 from .defects import (
     check_saturation_option,
+    clipping_note,
+    detect_floor,
     detect_saturation,
     quantisation_variance,
 )
-from .forward import convolve_extended
+from .forward import all_finite, box_counts, convolve_extended
 
 
 @dataclass
@@ -55,11 +60,14 @@ class PreparedPair:
         Shape of the whole ``b``.
     notes : dict
         What the defect handling found, JSON-friendly, for ``fit.info``.  With ``saturation=``:
-        ``saturation_b`` (the level, or None when 'auto' found no ceiling), ``n_saturated_b``
-        (pixels of the whole ``b`` at or above it), ``saturation_b_message``; with
-        ``saturation_a=``: ``saturation_a``, ``n_saturated_a`` (pixels of ``a``),
+        ``saturation_b`` (the ceiling, or None when there is none), ``saturation_b_floor``
+        (the floor, or None), ``n_saturated_b`` (pixels of the whole ``b`` at or beyond
+        them), ``saturation_b_message``; with ``saturation_a=``: ``saturation_a``,
+        ``saturation_a_floor``, ``n_saturated_a`` (pixels of ``a``),
         ``n_dropped_by_saturation_a`` (pixels of the used rectangle of ``b`` whose footprint
-        touches them), ``saturation_a_message``.  Empty when neither option is given.
+        touches them), ``saturation_a_message``.  Without the option, ``clipping_b`` /
+        ``clipping_a`` when an integer image crowds its dtype's range ends
+        (:func:`~kernelfit.defects.clipping_note`).  Empty otherwise.
     quantisation_var, quantisation_var_a : float
         Rounding-noise variance of ``b`` and of ``a`` (1/12 for integer input, else 0); see
         :func:`~kernelfit.defects.quantisation_variance` and :meth:`quantisation_floor`.
@@ -133,8 +141,9 @@ def prepare_pair(a, b, shape, *, boundary, center=None, mask=None, label="",
 
     ``label`` (e.g. ``"[2]"``) is appended to parameter names in error messages when the user
     passed lists of pairs.  ``saturation`` (for ``b``) and ``saturation_a`` are ``None``, a
-    level > 0 (pixels ``>=`` it are saturated) or ``'auto'`` (detect a clipped ceiling; see
-    :func:`~kernelfit.defects.detect_saturation`).  A saturated pixel of ``b`` is dropped by
+    level > 0 (pixels ``>=`` it are saturated), a ``(floor, ceiling)`` pair (either may be
+    None; pixels ``<=`` the floor are clipped too) or ``'auto'`` (detect a clipped ceiling and
+    floor; see :func:`~kernelfit.defects.detect_saturation`).  A saturated pixel of ``b`` is dropped by
     itself; one of ``a`` drops every pixel of ``b`` whose footprint touches it.
 
     Examples
@@ -156,7 +165,7 @@ def prepare_pair(a, b, shape, *, boundary, center=None, mask=None, label="",
     # From the dtype as given (valid now): as_image has made integers float64.
     q_a, q_b = quantisation_variance(a_given), quantisation_variance(b_given)
     for name, image in (("b", b), ("a", a)):
-        if not _all_finite(image) and not np.isfinite(image).any():
+        if not all_finite(image) and not np.isfinite(image).any():
             raise ValueError(f"{name}{label} has no finite pixels")
     output_size = output_size_of(a.shape, b.shape, normalize_shape(shape))
     geometry = make_geometry(a.shape, shape, boundary=boundary, center=center,
@@ -164,17 +173,18 @@ def prepare_pair(a, b, shape, *, boundary, center=None, mask=None, label="",
     # Views of the caller's arrays where possible: nothing below writes into them.
     extended = geometry.extend(np.asarray(a, dtype=np.float64))
     b_used = np.asarray(geometry.crop(b), dtype=np.float64)
-    use = np.ones(b_used.shape, bool) if _all_finite(b_used) else np.isfinite(b_used)
+    use = np.ones(b_used.shape, bool) if all_finite(b_used) else np.isfinite(b_used)
     notes = {}
-    finite_a = _all_finite(extended)
+    finite_a = all_finite(extended)
     if saturation_a is not None:
-        level_a, message = _ceiling(a, saturation_a)
-        notes.update(saturation_a=level_a, saturation_a_message=message,
-                     n_saturated_a=_count_at_or_above(a, level_a),
+        floor_a, level_a, message = _limits(a, saturation_a)
+        notes.update(saturation_a=level_a, saturation_a_floor=floor_a,
+                     saturation_a_message=message,
+                     n_saturated_a=_count_clipped(a, floor_a, level_a),
                      n_dropped_by_saturation_a=0)
-        if level_a is not None:
-            # NaN >= level is False: NaN pixels are handled below, not counted here.
-            spoiled = _touches(extended >= np.float64(level_a), geometry.kernel_shape)
+        if level_a is not None or floor_a is not None:
+            # NaN compares False: NaN pixels are handled below, not counted here.
+            spoiled = _touches(_clipped(extended, floor_a, level_a), geometry.kernel_shape)
             notes["n_dropped_by_saturation_a"] = int(np.count_nonzero(spoiled))
             use &= ~spoiled
     if not finite_a:
@@ -183,11 +193,15 @@ def prepare_pair(a, b, shape, *, boundary, center=None, mask=None, label="",
         extended = np.where(bad_a, 0.0, extended)
     if saturation is not None:
         # No growth: a clipped b pixel is wrong by itself (clipping follows the convolution).
-        level_b, message = _ceiling(b, saturation)
-        notes.update(saturation_b=level_b, saturation_b_message=message,
-                     n_saturated_b=_count_at_or_above(b, level_b))
-        if level_b is not None:
-            use &= ~(b_used >= np.float64(level_b))
+        floor_b, level_b, message = _limits(b, saturation)
+        notes.update(saturation_b=level_b, saturation_b_floor=floor_b,
+                     saturation_b_message=message,
+                     n_saturated_b=_count_clipped(b, floor_b, level_b))
+        use &= ~_clipped(b_used, floor_b, level_b)
+    for name, given, option in (("b", b_given, saturation), ("a", a_given, saturation_a)):
+        note = "" if option is not None else clipping_note(given)
+        if note:
+            notes[f"clipping_{name}"] = f"{name}{label}: {note}"
     if mask is not None:
         use &= geometry.crop(_as_mask(mask, b.shape, f"mask{label}"))
     if not use.any():
@@ -203,28 +217,39 @@ def prepare_pair(a, b, shape, *, boundary, center=None, mask=None, label="",
                         notes=notes, quantisation_var=q_b, quantisation_var_a=q_a)
 
 
-def _ceiling(image, option) -> tuple[float | None, str]:
-    """The saturation level for ``option`` (a float or 'auto') and a line saying so."""
+def _limits(image, option) -> tuple[float | None, float | None, str]:
+    """The clipping floor and ceiling for ``option`` and a line saying so.
+
+    ``option`` is a ceiling (a float), a ``(floor, ceiling)`` pair, or 'auto' (both ends
+    detected; see :func:`~kernelfit.defects.detect_saturation` and ``detect_floor``).
+    """
     if option == "auto":
-        report = detect_saturation(image)
-        return report.level, report.message
-    return option, f"saturation level {option:.6g} given"
+        top, bottom = detect_saturation(image), detect_floor(image)
+        message = top.message if bottom.level is None else (
+            bottom.message if top.level is None else f"{top.message}; {bottom.message}")
+        return bottom.level, top.level, message
+    if isinstance(option, tuple):
+        floor, ceiling = option
+        given = [f"{word} {level:.6g}" for word, level in (("floor", floor),
+                                                            ("ceiling", ceiling))
+                 if level is not None]
+        return floor, ceiling, "saturation " + " and ".join(given or ["none"]) + " given"
+    return None, option, f"saturation level {option:.6g} given"
 
 
-def _count_at_or_above(image, level) -> int:
-    """Finite pixels ``>= level`` (compared in float64, as the masks are), 0 for no level."""
-    if level is None:
-        return 0
-    at_or_above = image >= np.float64(level)
-    if not _all_finite(image):
-        at_or_above &= np.isfinite(image)
-    return int(np.count_nonzero(at_or_above))
+def _clipped(image, floor, ceiling) -> np.ndarray:
+    """Pixels at or beyond a limit (compared in float64; NaN is never clipped)."""
+    out = np.zeros(np.shape(image), bool)
+    if ceiling is not None:
+        out |= image >= np.float64(ceiling)
+    if floor is not None:
+        out |= image <= np.float64(floor)
+    return out
 
 
-def _all_finite(image) -> bool:
-    # One cheap pass: the sum is finite only if every term is (a sum that overflows merely
-    # sends us to the exact pixel-by-pixel check).
-    return bool(np.isfinite(np.sum(image, dtype=np.float64)))
+def _count_clipped(image, floor, ceiling) -> int:
+    """Finite pixels at or beyond a limit, 0 for no limits."""
+    return int(np.count_nonzero(_clipped(image, floor, ceiling) & np.isfinite(image)))
 
 
 def _as_mask(mask, b_shape, name) -> np.ndarray:
@@ -243,15 +268,8 @@ def _as_mask(mask, b_shape, name) -> np.ndarray:
 
 
 def _touches(bad: np.ndarray, kernel_shape) -> np.ndarray:
-    """For each 'valid' output pixel, whether its footprint contains a ``bad`` pixel.
-
-    Uses an integral image, so the counts are exact integers.
-    """
-    kh, kw = kernel_shape
-    integral = np.pad(np.cumsum(np.cumsum(bad, axis=0, dtype=np.int64), axis=1), ((1, 0), (1, 0)))
-    counts = (integral[kh:, kw:] - integral[:-kh, kw:] - integral[kh:, :-kw]
-              + integral[:-kh, :-kw])
-    return counts > 0
+    """For each 'valid' output pixel, whether its footprint contains a ``bad`` pixel."""
+    return box_counts(bad, kernel_shape) > 0
 
 
 def _single(a) -> bool:

@@ -6,7 +6,7 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
-from .conventions import Geometry, as_image, make_geometry, normalize_shape
+from .conventions import Geometry, as_image, make_geometry, masked_as_nan, normalize_shape
 from . import tiling
 from .threads import uses_threads
 
@@ -40,8 +40,12 @@ def convolve(a, kernel, *, boundary="fill", center=None, mode="same"):
 
     Returns
     -------
-    ndarray
-        The convolved image.
+    ndarray or numpy.ma.MaskedArray
+        The convolved image.  NaN/inf pixels of ``a`` spoil only their footprint (the kernel
+        box around them), as in ``scipy.signal.convolve2d``.  For a masked ``a``
+        (``numpy.ma.MaskedArray``) a masked array: every output pixel whose footprint touches
+        a masked pixel is masked, and its value is NaN (a masked pixel counts as NaN, so the
+        hidden values never leak into the result, even if the mask is dropped later).
 
     Examples
     --------
@@ -50,10 +54,15 @@ def convolve(a, kernel, *, boundary="fill", center=None, mode="same"):
     >>> kf.convolve(a, [[0, 0, 0], [0, 1, 0], [0, 0, 0]]).tolist() == a.tolist()
     True
     """
+    if np.ma.isMaskedArray(a):
+        return _convolve_masked(a, kernel, boundary=boundary, center=center, mode=mode)
     varying = _as_varying(kernel)
     if varying is not None:
         return varying.convolve(a, boundary=boundary, center=center, mode=mode)
     a = as_image(a, "a")
+    if np.ma.isMaskedArray(kernel) and np.ma.getmaskarray(kernel).any():
+        raise ValueError(f"kernel is a masked array with {np.ma.count_masked(kernel)} masked "
+                         "entries; a kernel needs every value (fill them first)")
     kernel = as_image(kernel, "kernel")
     if not np.all(np.isfinite(kernel)):
         raise ValueError("kernel contains NaN or infinite values")
@@ -62,6 +71,23 @@ def convolve(a, kernel, *, boundary="fill", center=None, mode="same"):
     geometry = make_geometry(a.shape, kernel.shape, boundary=boundary, center=center,
                              output_size=mode)
     return convolve_extended(geometry.extend(a), kernel)
+
+
+def _convolve_masked(a, kernel, *, boundary, center, mode):
+    """:func:`convolve` of a masked array: masked pixels are NaN, their footprint is masked."""
+    filled = masked_as_nan(a)
+    out = convolve(filled, kernel, boundary=boundary, center=center, mode=mode)
+    varying = _as_varying(kernel)
+    shape = varying.shape if varying is not None else np.shape(kernel)
+    if varying is not None:
+        center = varying.center if center is None else center
+    mask = np.ma.getmaskarray(a)
+    if boundary == "valid":
+        mode = "valid"
+    geometry = make_geometry(mask.shape, shape, boundary=boundary, center=center,
+                             output_size=mode)
+    footprint = box_counts(geometry.extend(mask), geometry.kernel_shape) > 0
+    return np.ma.MaskedArray(out, mask=footprint)
 
 
 def _as_varying(kernel):
@@ -83,16 +109,81 @@ _DIRECT_WORK_LIMIT = 2e7
 
 
 def convolve_extended(extended, kernel):
-    """'valid' convolution of an already-extended image (direct when cheap, else FFT)."""
+    """'valid' convolution of an already-extended image (direct when cheap, else FFT).
+
+    Non-finite pixels of ``extended`` spoil only their footprint, exactly as in
+    ``scipy.signal.convolve2d`` (see :func:`_nonfinite_footprint`), whichever method runs:
+    an FFT would otherwise spread one NaN over the whole output.
+    """
     dtype = np.result_type(extended.dtype, kernel.dtype)
-    out_size = (extended.shape[0] - kernel.shape[0] + 1) * (extended.shape[1] - kernel.shape[1] + 1)
     kernel = kernel.astype(dtype, copy=False)
-    if tiling.is_large(out_size):
-        out = _convolve_tiled(extended, kernel)
-    else:
-        method = "direct" if out_size * kernel.size <= _DIRECT_WORK_LIMIT else "fft"
-        out = scipy.signal.convolve(extended, kernel, mode="valid", method=method)
+    if all_finite(extended):
+        return _convolve_finite(extended, kernel).astype(dtype, copy=False)
+    bad = ~np.isfinite(extended)
+    out = _convolve_finite(np.where(bad, 0.0, extended).astype(dtype, copy=False), kernel)
+    spoiled, values = _nonfinite_footprint(extended, bad, kernel)
+    out[spoiled] = values
     return out.astype(dtype, copy=False)
+
+
+def _convolve_finite(extended, kernel):
+    out_size = (extended.shape[0] - kernel.shape[0] + 1) * (extended.shape[1] - kernel.shape[1] + 1)
+    if tiling.is_large(out_size):
+        return _convolve_tiled(extended, kernel)
+    method = "direct" if out_size * kernel.size <= _DIRECT_WORK_LIMIT else "fft"
+    return scipy.signal.convolve(extended, kernel, mode="valid", method=method)
+
+
+def all_finite(image) -> bool:
+    """Whether every value of ``image`` is finite, in one cheap pass."""
+    # The sum is finite only if every term is (a sum that overflows merely
+    # sends the caller to the exact pixel-by-pixel treatment, which then finds nothing).
+    with np.errstate(over="ignore", invalid="ignore"):   # inf + -inf is NaN: not finite
+        return bool(np.isfinite(np.sum(image, dtype=np.float64)))
+
+
+def _nonfinite_footprint(extended, bad, kernel):
+    """Where non-finite input pixels reach the 'valid' output, and the value they leave there.
+
+    ``scipy.signal.convolve2d`` multiplies every kernel entry, zeros included, so a NaN or inf
+    input pixel reaches the whole kernel box around it, and an output pixel that it reaches
+    is NaN when any product is NaN (a NaN input, or ``0 · inf``) or infinities of both signs
+    meet; otherwise it is the sign of the infinities.  The counts come from convolutions of
+    0/1 images with 0/1 kernels, exact integers after rounding.
+
+    Returns the mask of the affected output pixels and their values (a 1-D array).
+    """
+    kh, kw = kernel.shape
+    box = box_counts(bad, (kh, kw)) > 0
+    if not box.any():
+        return box, np.empty(0)
+    nan_in, pos_in, neg_in = np.isnan(extended), extended == np.inf, extended == -np.inf
+    pos_k, neg_k, zero_k = kernel > 0, kernel < 0, kernel == 0
+    count = _indicator_convolution
+    nan_hits = box_counts(nan_in, (kh, kw)) + count(pos_in | neg_in, zero_k)
+    up = count(pos_in, pos_k) + count(neg_in, neg_k)
+    down = count(pos_in, neg_k) + count(neg_in, pos_k)
+    values = np.where(up > 0, np.inf, -np.inf)
+    values[(nan_hits > 0) | ((up > 0) & (down > 0))] = np.nan
+    return box, values[box]
+
+
+def box_counts(flags, shape):
+    """For each 'valid' output pixel, how many ``flags`` lie in its ``shape`` box (exact)."""
+    kh, kw = shape
+    integral = np.pad(np.cumsum(np.cumsum(flags, axis=0, dtype=np.int64), axis=1),
+                      ((1, 0), (1, 0)))
+    return (integral[kh:, kw:] - integral[:-kh, kw:] - integral[kh:, :-kw]
+            + integral[:-kh, :-kw])
+
+
+def _indicator_convolution(image_flags, kernel_flags):
+    """'valid' convolution of two 0/1 arrays, rounded to the exact integer counts."""
+    if not image_flags.any() or not kernel_flags.any():
+        return np.zeros((image_flags.shape[0] - kernel_flags.shape[0] + 1,
+                         image_flags.shape[1] - kernel_flags.shape[1] + 1), np.int64)
+    counts = _convolve_finite(image_flags.astype(np.float64), kernel_flags.astype(np.float64))
+    return np.rint(counts).astype(np.int64)
 
 
 def _convolve_tiled(extended, kernel):

@@ -46,6 +46,10 @@ def as_source(x, name: str, *, allow_bool: bool = False):
     ...
     ValueError: b must be a 2-D image, got an array of shape (2, 2, 3)
     """
+    if np.ma.isMaskedArray(x):
+        # In memory already; its slices would drop the mask, so make masked pixels NaN now.
+        return as_image(x, name) if not allow_bool else _as_small_mask(np.ma.filled(x, False),
+                                                                        name)
     if not all(hasattr(x, attr) for attr in ("shape", "dtype", "__getitem__")):
         return _as_small_mask(x, name) if allow_bool else as_image(x, name)
     dtype = np.dtype(x.dtype)

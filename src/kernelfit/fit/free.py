@@ -19,12 +19,13 @@ from .result import KernelFit, ResidualImages
 from ..select.direct import choose_lambda
 from ..select.iterative import choose_lambda_iterative
 from ..solvers.constrained import solve_quadratic, system_matrix
-from ..solvers.direct import solve_normal_equations
+from ..solvers.direct import solve_centred, solve_normal_equations
 from ..solvers.iterative import FFTKernelOperator, solve_iterative
 from ..solvers.projected import ProjectedOperator
 from ..solvers.regularisers import NONSMOOTH, penalty_matrix
 from ..solvers.weighted import matrix_free_pays, solve_weighted
 from ..stats.background import fitted_background, profiled_statistics
+from ..stats.centred import centred_statistics, needs_centring
 from ..stats.compute import choose_method, statistics, tiles_pay
 
 # The direct path holds a p×p Gram matrix and factors it in O(p³); the matrix-free path costs
@@ -70,8 +71,13 @@ def fit_free_direct(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, norma
     if background is None and not reg and not nonneg and normalize is None \
             and _masks_favour_matrix_free(pairs, shape):
         return _fit_masked_matrix_free(pairs, shape, spectra, single=single, started=started)
-    terms = None
-    if background is None:
+    terms = centred = None
+    if background is None and not reg and not nonneg and normalize is None \
+            and needs_centring(pairs):
+        # A large mean in a: its direction is split off exactly (kernelfit.stats.centred).
+        centred = centred_statistics(pairs, shape, weights=[_weights(p) for p in pairs])
+        stats = centred.full
+    elif background is None:
         stats = sum(statistics(pair.extended, pair.b_used, shape, weights=_weights(pair),
                                spectrum=spectrum)
                     for pair, spectrum in zip(pairs, spectra))
@@ -81,7 +87,7 @@ def fit_free_direct(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, norma
     info = {"n_pairs": len(pairs)}
     kernel, trusted, message, cov_unscaled, dof, lam = _solve_statistics(
         stats, shape, reg=reg, lam=lam, nonneg=nonneg, normalize=normalize,
-        noise_std=noise_std, info=info)
+        noise_std=noise_std, info=info, centred=centred)
     residuals = ResidualImages(pairs, spectra, kernel, single=single, backgrounds=terms)
     rss = _residual_sum_of_squares(stats, kernel, residuals)
     # With a background, stats.n_used = pixels − background terms: the residual's degrees of
@@ -146,11 +152,13 @@ def fit_free_statistics(stats, *, center, boundary, reg, lam, nonneg, normalize,
                      info=info)
 
 
-def _solve_statistics(stats, shape, *, reg, lam, nonneg, normalize, noise_std, info):
+def _solve_statistics(stats, shape, *, reg, lam, nonneg, normalize, noise_std, info,
+                      centred=None):
     """Choose ``lam`` (when 'auto') and solve; records the choice and the solver in ``info``.
 
     Returns ``(kernel, trusted, message, cov_unscaled, dof, lam)``, ``lam`` None without a
-    regulariser.
+    regulariser.  ``centred`` (:class:`~kernelfit.stats.centred.CentredStatistics` of
+    ``stats``, for the plain least squares) is solved with the mean split off.
     """
     penalty = penalty_matrix(reg, shape) if reg else None
     if reg and lam == "auto":
@@ -163,7 +171,7 @@ def _solve_statistics(stats, shape, *, reg, lam, nonneg, normalize, noise_std, i
     if nonneg or normalize is not None:
         fit_core = _constrained(stats, penalty, lam or 0.0, nonneg, normalize)
     else:
-        fit_core = _unconstrained(stats, penalty, lam or 0.0)
+        fit_core = _unconstrained(stats, penalty, lam or 0.0, centred=centred)
     kernel, trusted, message, cov_unscaled, dof, solver_info = fit_core
     info.update(solver_info)
     # The solver's LAPACK estimate is of G itself only without a penalty or constraints.
@@ -265,9 +273,15 @@ def free_kernel_fit(pairs, kernel, *, stderr, cov, residuals, noise, lam, n_used
     )
 
 
-def _unconstrained(stats, penalty, lam):
-    solution = solve_normal_equations(stats, penalty=penalty, lam=lam)
-    info = {"rcond": solution.rcond, "rank": solution.rank, "dof": solution.dof}
+def _unconstrained(stats, penalty, lam, centred=None):
+    if centred is not None and not lam:
+        solution = solve_centred(centred)
+        info = {"rcond": solution.rcond, "rank": solution.rank, "dof": solution.dof,
+                "centred": "the mean of a split off exactly (kernelfit.stats.centred); "
+                           "rcond is that of the centred Gram matrix"}
+    else:
+        solution = solve_normal_equations(stats, penalty=penalty, lam=lam)
+        info = {"rcond": solution.rcond, "rank": solution.rank, "dof": solution.dof}
     return (solution.kernel, solution.trusted, solution.message, solution.cov_unscaled,
             solution.dof, info)
 

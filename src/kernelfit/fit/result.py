@@ -152,6 +152,7 @@ class KernelFit:
         check = self.info.get("identifiability", {})
         lines.extend(self._identifiability_lines(check))
         lines.extend(self._choice_lines())
+        lines.extend(self._clipping_lines())
         lines.append("status: " + self._status(check))
         lines.extend(f"  - {reason}" for reason in self.verdict.reasons)
         if self.message:
@@ -218,6 +219,13 @@ class KernelFit:
             return dict(self.params)
         keep = set(self.info["free"] or ()) | set(self.info.get("physical", ()))
         return {name: value for name, value in self.params.items() if name in keep}
+
+    def _clipping_lines(self) -> list[str]:
+        """Images that crowd their dtype's range ends, unhandled (``info['clipping_b']`` ...,
+        see :func:`kernelfit.core.defects.clipping_note`)."""
+        notes = [self.info] + [n for n in self.info.get("defects", []) if isinstance(n, dict)]
+        return [f"clipping: {note[key]}" for note in notes
+                for key in ("clipping_b", "clipping_a") if note.get(key)]
 
     def _parameter_lines(self) -> list[str]:
         """``name = value ± stderr`` for scalar parameters, the shape for array ones."""

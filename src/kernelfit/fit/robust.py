@@ -113,7 +113,6 @@ from __future__ import annotations
 
 import numbers
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -272,9 +271,8 @@ def fit_free_robust(pairs: list[PreparedPair], shape, *, loss, f_scale=None, cli
     t_stats = time.perf_counter()
     # The least-squares start (and G⁻¹ for the standard errors).
     if problem.plain:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the final solve reports rank problems itself
-            ls = solve_normal_equations(design.base)
+        # The final solve reports rank problems itself.
+        ls = solve_normal_equations(design.base, warn=False)
         k0, cov_unscaled = ls.kernel.ravel(), ls.cov_unscaled
     else:
         k0, _ = problem.solve(design.base, problem.lam)
@@ -491,9 +489,8 @@ class _BackgroundFitter:
         elif np.isfinite(scale2):
             # The Gram matrix of the used pixels (clipping: of the kept ones), background
             # profiled out.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")   # the solve reports rank problems itself
-                cov_unscaled = solve_normal_equations(state.gram_stats).cov_unscaled
+            # The solve reports rank problems itself.
+            cov_unscaled = solve_normal_equations(state.gram_stats, warn=False).cov_unscaled
             if cov_unscaled is not None:
                 cov = scale2 * cov_unscaled
                 stderr = np.sqrt(np.clip(np.diag(cov), 0, None)).reshape(shape)
@@ -1084,9 +1081,7 @@ def _uncertainty(loss, clip, outcome, design, problem, cov_unscaled, *, f_scale)
             return noise, None, nan, ("standard errors are not computed for regularised or "
                                       "constrained robust fits")
         (stats,) = design.weighted([kept.astype(np.float64)], n_used=n_kept)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cov_unscaled = solve_normal_equations(stats).cov_unscaled
+        cov_unscaled = solve_normal_equations(stats, warn=False).cov_unscaled
         scale2 = noise ** 2
     else:
         noise = _robust_sigma(r)

@@ -239,10 +239,14 @@ def choose_boundary(a, b, shape, *, refit, center=None, **options) -> KernelFit:
               "n_border": n_border}
     if scores[best] > BORDER_EXPLAINED:
         record["chosen"] = "valid"
+        clipping = "; ".join(pair.notes[key] for pair in valid_pairs
+                             for key in ("clipping_b", "clipping_a") if key in pair.notes)
         record["message"] = (
             f"no edge rule explains the border of b (best: {rule!r}, score "
             f"{scores[best]:.3g} > {BORDER_EXPLAINED}): b may be cropped from a larger image "
-            "or made with another rule, so only the 'valid' interior was used")
+            + ("or made with another rule" if not clipping else
+               f", made with another rule, or clipped ({clipping})")
+            + ", so only the 'valid' interior was used")
         fit_valid.info["boundary_scores"] = record
         _add_message(fit_valid, "boundary='auto': " + record["message"] + ".")
         return fit_valid

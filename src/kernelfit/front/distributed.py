@@ -15,6 +15,11 @@ Dask array apart without importing Dask.
 from __future__ import annotations
 
 import contextlib
+import numbers
+import time
+from concurrent.futures import CancelledError
+
+import numpy as np
 
 from ..core.inputs import is_dask_array
 from ..fit.statistics import fit_statistics
@@ -45,7 +50,7 @@ _INSTALL_HINT = "kernelfit.distributed needs Dask: pip install kernelfit[dask]"
 
 
 def estimate(a, b, shape, *, client=None, scheduler=None, tile=None, boundary="valid",
-             center=None, mask=None, **options):
+             center=None, mask=None, timeout=None, **options):
     """:func:`kernelfit.estimate` computed on a Dask cluster.
 
     Parameters
@@ -64,6 +69,14 @@ def estimate(a, b, shape, *, client=None, scheduler=None, tile=None, boundary="v
     tile : int, optional
         Tile side in pixels of ``b``.  Default: ``b``'s chunks for a Dask ``b`` (tiles then
         follow them), cut to at most 2048 pixels; 2048 for other inputs.
+    timeout : float, optional
+        Seconds the cluster may take (all attempts together); past it the call cancels its
+        tasks and raises ``TimeoutError`` saying how many workers are left.  Without it a
+        cluster whose every worker died waits for new workers forever.  It needs a
+        distributed cluster (``client``, ``scheduler`` or an active ``distributed.Client``).
+        Losing some workers needs no timeout: their tasks are recomputed on the others, and
+        when data scattered to a lost worker is gone the fit is run again (up to
+        :data:`LOST_DATA_RETRIES` times).
     boundary, center, mask, **options
         As in :func:`kernelfit.estimate`; supported as in
         :func:`kernelfit.tiles.estimate_tiled` (free model with L2 and quadratic
@@ -73,7 +86,14 @@ def estimate(a, b, shape, *, client=None, scheduler=None, tile=None, boundary="v
     -------
     KernelFit
         ``fit.residual`` is ``None``; ``fit.info['tiles']`` is the number of tasks that
-        computed statistics.
+        computed statistics, ``fit.info['attempts']`` how many runs that took.
+
+    Raises
+    ------
+    TimeoutError
+        When ``timeout`` passed first.
+    ConnectionError
+        When the workers holding the scattered images were lost on every attempt.
 
     Examples
     --------
@@ -92,34 +112,140 @@ def estimate(a, b, shape, *, client=None, scheduler=None, tile=None, boundary="v
     check_statistics_options(shape, **fit_options)
     tile = None if tile is None else check_tile(tile)
     _check_scheduler(client, scheduler)
+    timeout = check_timeout(timeout)
     with _connection(client, scheduler) as active:
+        active = _timed_client(active, timeout)
+        pair_stats, floors, n_tiles, geometry, attempts = _cluster_statistics(
+            dask, active, timeout, a, b, mask, shape, boundary=boundary, center=center,
+            tile=tile)
+    stats = sum(pair_stats)
+    floor = sum(s.n_used * q for s, q in zip(pair_stats, floors)) / max(stats.n_used, 1)
+    return fit_statistics(stats, center=geometry.center, boundary=boundary,
+                          quantisation_var=floor,
+                          info={"tiles": n_tiles, "tile": tile or CLUSTER_TILE,
+                                "distributed": True, "attempts": attempts},
+                          **{k: v for k, v in fit_options.items() if k in _FIT_KEYS},
+                          model_options=fit_options["model_options"])
+
+
+# Runs of the fit after the data scattered to a worker was lost with it (a Dask array's
+# chunks are recomputed by Dask itself; scattered NumPy arrays cannot be).
+LOST_DATA_RETRIES = 2
+
+
+def _cluster_statistics(dask, client, timeout, a, b, mask, shape, *, boundary, center, tile):
+    """The statistics of every pair, computed on the cluster; retried when the scattered
+    images were lost with a worker."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for attempt in range(1, LOST_DATA_RETRIES + 2):
         totals, floors, n_tiles, geometry = [], [], 0, None
         scattered = []   # the scattered arrays live on the cluster while these are held
         for label, (ai, bi, mi) in source_pairs(a, b, mask):
             ai, bi, mi, geometry = prepare_sources(ai, bi, shape, boundary=boundary,
                                                    center=center, mask=mi, label=label)
             floors.append(quantisation_of(bi))
-            parts = _tile_tasks(ai, bi, mi, geometry, tile, active, scattered)
+            try:
+                parts = _tile_tasks(ai, bi, mi, geometry, tile, client, scattered,
+                                    deadline)
+            except TimeoutError:   # scattering found no worker to hold the images
+                raise _stalled(client, timeout) from None
             totals.append(_tree_sum(dask, parts))
             n_tiles += len(parts)
-        # One p×p total per pair comes back (the rounding variance of integer b is per pair).
-        pair_stats = (active.gather(active.compute(totals)) if active is not None
-                      else list(dask.compute(*totals)))
-    stats = sum(pair_stats)
-    floor = sum(s.n_used * q for s, q in zip(pair_stats, floors)) / max(stats.n_used, 1)
-    return fit_statistics(stats, center=geometry.center, boundary=boundary,
-                          quantisation_var=floor,
-                          info={"tiles": n_tiles, "tile": tile or CLUSTER_TILE,
-                                "distributed": True},
-                          **{k: v for k, v in fit_options.items() if k in _FIT_KEYS},
-                          model_options=fit_options["model_options"])
+        if client is None:
+            return list(dask.compute(*totals)), floors, n_tiles, geometry, attempt
+        try:
+            # One p×p total per pair comes back (the rounding variance of integer b is per
+            # pair).
+            return (_gather(client, totals, deadline, timeout), floors, n_tiles, geometry,
+                    attempt)
+        except CancelledError as exc:
+            lost = exc
+    raise ConnectionError(
+        f"the Dask cluster lost the data of this fit {LOST_DATA_RETRIES + 1} times (workers "
+        f"holding the scattered images died; {_n_workers(client)} worker(s) left): {lost}; "
+        "give Dask arrays (their chunks are recomputed) or check the workers") from None
 
 
-def _tile_tasks(a, b, mask, geometry, tile, client, scattered):
+def _gather(client, totals, deadline, timeout):
+    """Compute ``totals`` on ``client``, waiting no later than ``deadline``."""
+    from distributed import wait
+
+    futures = client.compute(totals)
+    remaining = _remaining(deadline)
+    try:
+        if remaining is not None and remaining <= 0:
+            raise TimeoutError
+        wait(futures, timeout=remaining)
+    except TimeoutError:
+        with contextlib.suppress(Exception):
+            client.cancel(futures)
+        raise _stalled(client, timeout) from None
+    return client.gather(futures)
+
+
+def _remaining(deadline):
+    """Seconds left until ``deadline`` (``time.monotonic()`` time; None: no limit)."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+
+def _stalled(client, timeout) -> TimeoutError:
+    """The error of a cluster that did not finish: how long it had, and who is left."""
+    n = _n_workers(client)
+    state = ("no worker is left (every worker died or left)" if n == 0 else
+             f"{n} worker(s) connected" if n is not None else "the scheduler does not answer")
+    within = "in time" if timeout is None else f"within timeout={timeout:g} s"
+    return TimeoutError(f"the Dask cluster did not finish the fit {within}: {state}; check "
+                        "the cluster, or give a larger timeout=")
+
+
+def _n_workers(client, wait_s=5):
+    """Workers connected to the scheduler now, or None when it does not answer."""
+    try:
+        return len(client.sync(client.scheduler.ncores, callback_timeout=wait_s))
+    except Exception:  # noqa: BLE001 - only a number for a message
+        return None
+
+
+def check_timeout(timeout):
+    """``None`` or a number of seconds > 0 (as a float).
+
+    Examples
+    --------
+    >>> check_timeout(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: timeout=0 must be None or a number of seconds > 0
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, (bool, np.bool_)) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"timeout={timeout!r} must be None or a number of seconds > 0")
+    if not (np.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout={timeout!r} must be None or a number of seconds > 0")
+    return float(timeout)
+
+
+def _timed_client(active, timeout):
+    """The client that ``timeout`` is kept on: the given one, or the active
+    ``distributed.Client`` (Dask's local scheduler runs in this process: nothing to lose)."""
+    if active is not None or timeout is None:
+        return active
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        raise ValueError(f"timeout={timeout:g} applies to a distributed cluster: give client= "
+                         "or scheduler= (or start a distributed.Client); Dask's local "
+                         "scheduler runs in this process and needs none") from None
+
+
+def _tile_tasks(a, b, mask, geometry, tile, client, scattered, deadline=None):
     """One delayed statistics task per tile of ``b``."""
     dask, da = _import_dask()
     edges = _edges(geometry, b, tile)
-    a, b, mask = (None if x is None else _as_dask(da, x, tile, client, scattered)
+    a, b, mask = (None if x is None else _as_dask(da, x, tile, client, scattered,
+                                               deadline)
                   for x in (a, b, mask))
     task = dask.delayed(tile_statistics, pure=True)
     return [task(*tile_blocks(a, b, mask, t), t, geometry.kernel_shape)
@@ -222,7 +348,7 @@ def _subdivided(bounds, most):
     return out
 
 
-def _as_dask(da, x, tile, client, scattered):
+def _as_dask(da, x, tile, client, scattered, deadline=None):
     """A Dask array of ``x`` (a Dask array is kept as it is).
 
     An in-memory array on a cluster is scattered once, as one piece that the tiles slice,
@@ -237,7 +363,8 @@ def _as_dask(da, x, tile, client, scattered):
         if client is None:
             return da.from_array(x, chunks=tile or CLUSTER_TILE)
         dask, _ = _import_dask()
-        future = client.scatter(x, hash=False)
+        limit = {} if deadline is None else {"timeout": max(_remaining(deadline), 1e-3)}
+        future = client.scatter(x, hash=False, **limit)
         scattered.append(future)
         return da.from_delayed(dask.delayed(future), shape=x.shape, dtype=x.dtype)
     return da.from_array(x, chunks=tile or CLUSTER_TILE,

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from functools import partial
 
+from ..core.conventions import masked_as_nan
 from ..core.design import _prepare_pairs, _single
 from ..core.inputs import has_dask_input
+from ..core.scaling import choose_scale
+from ..fit.rescale import in_user_units
 from ..fit.result import KernelFit
+from ..solvers.regularisers import NONSMOOTH
 from .auto import estimate_auto, is_auto
 from .channels import estimate_channels
 from .dispatch import choose_fit
@@ -36,7 +40,8 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
         The original and the observed image.  ``b`` may have ``a``'s shape, the 'valid' shape
         ``a.shape − shape + 1`` or the 'full' shape ``a.shape + shape − 1``.  Lists fit one
         kernel shared by every pair.  NaN/inf in ``b`` drop that pixel; in ``a`` they drop
-        every pixel of ``b`` whose footprint touches them.  Dask arrays are fitted chunk by
+        every pixel of ``b`` whose footprint touches them.  The masked pixels of a
+        ``numpy.ma.MaskedArray`` count as NaN.  Dask arrays are fitted chunk by
         chunk on the current Dask scheduler or ``client=``
         (:func:`kernelfit.distributed.estimate`); images on disk larger than memory go
         through :func:`kernelfit.tiles.estimate_tiled`.
@@ -123,12 +128,16 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     noise_std : float, optional
         Known noise standard deviation of ``b`` (units of ``b``); with ``lam='auto'`` it selects
         the discrepancy principle.
-    saturation : float or 'auto', optional
+    saturation : float, (floor, ceiling) or 'auto', optional
         Pixels of ``b`` at or above this level are clipped (a sensor's full well, 255 of an
-        8-bit file) and are not used; ``'auto'`` detects such a ceiling (a plateau of many
-        pixels at the maximum) and reports it in ``fit.info['saturation_b']``.  Only the
-        clipped pixels themselves are dropped: clipping happens after the blur.
-    saturation_a : float or 'auto', optional
+        8-bit file) and are not used; a pair also drops those at or below the floor (0 of
+        an 8-bit file; either level may be None); ``'auto'`` detects a ceiling and a floor
+        (a plateau of many pixels at the maximum or minimum) and reports them in
+        ``fit.info['saturation_b']`` and ``['saturation_b_floor']``.  Only the clipped
+        pixels themselves are dropped: clipping happens after the blur.  Without it, an
+        integer ``b`` with many pixels at its dtype's range ends gets a note in
+        ``fit.info['clipping_b']`` and in ``fit.summary()``.
+    saturation_a : float, (floor, ceiling) or 'auto', optional
         The same for ``a``: every pixel of ``b`` whose footprint touches a clipped pixel of
         ``a`` is dropped (like NaN in ``a``).
     background : int, optional
@@ -205,6 +214,8 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     >>> np.allclose(fit.kernel, k)
     True
     """
+    # A masked pixel is a NaN one on every path (the channel stacks and the lists too).
+    a, b = masked_as_nan(a), masked_as_nan(b)
     options = dict(boundary=boundary, center=center, model=model, loss=loss, reg=reg, lam=lam,
                    nonneg=nonneg, normalize=normalize, mask=mask, method=method,
                    noise_std=noise_std, background=background, saturation=saturation,
@@ -216,7 +227,15 @@ def estimate(a, b, shape, *, boundary="valid", center=None, model="free", loss="
     problem = check_request(shape, single=_single(a), model_options=model_options, **options)
     fit = choose_fit(problem)
     pairs = _prepare_pairs(a, b, problem.shape, **problem.preparation)
-    result = fit(pairs)
+    # Images far from magnitude 1 are fitted in exactly rescaled units (kernelfit.core.scaling).
+    free = isinstance(problem.model, str) and problem.model == "free"
+    scale = choose_scale(pairs, kernel_units=free)
+    if scale.identity:
+        result = fit(pairs)
+    else:
+        degree = 1 if problem.reg in NONSMOOTH else 2   # how the penalty scales with k
+        fit = choose_fit(scale.problem(problem, lam_degree=degree))(scale.apply(pairs))
+        result = in_user_units(fit, scale, kernel_units=free, lam_degree=degree)
     if noise_std is not None:   # the noise model the verdict's χ² is measured against
         result.info["noise_std_given"] = float(noise_std)
     return result

@@ -10,6 +10,7 @@ the fix.
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 
@@ -87,6 +88,45 @@ def _check_options(*, model, loss, reg, lam, method, shape, nonneg, normalize, n
         raise ValueError(f"normalize={normalize!r} is impossible with nonneg=True")
     if noise_std is not None and not (_is_finite_number(noise_std) and noise_std > 0):
         raise ValueError(f"noise_std={noise_std!r} must be None or a finite number > 0")
+    if method == "normal":
+        check_gram_memory(shape)
+
+
+# The direct path holds the Gram matrix, its Cholesky factor and its inverse (the covariance)
+# at once: at least this many p × p float64 matrices.
+GRAM_COPIES = 3
+
+
+def check_gram_memory(shape, *, memory=None) -> None:
+    """Refuse ``method='normal'`` up front when its ``p × p`` matrices cannot fit in memory.
+
+    ``memory`` (bytes) defaults to the machine's physical memory.  Without the check, such
+    a fit spends seconds on the statistics before NumPy's ``MemoryError``.
+
+    Examples
+    --------
+    >>> check_gram_memory((300, 300), memory=2**34)
+    Traceback (most recent call last):
+    ...
+    ValueError: method='normal' with shape=(300, 300) needs 90000 x 90000 matrices ...
+    """
+    p = shape[0] * shape[1]
+    needed = GRAM_COPIES * 8 * p * p
+    memory = physical_memory() if memory is None else memory
+    if needed > memory:
+        raise ValueError(
+            f"method='normal' with shape={tuple(shape)} needs {p} x {p} matrices (the Gram "
+            f"matrix, its factor and its inverse): about {needed / 2**30:.4g} GiB, more "
+            f"than this machine's {memory / 2**30:.4g} GiB of memory; use "
+            "method='iterative' (matrix-free, any kernel size) or a smaller shape")
+
+
+def physical_memory() -> int:
+    """The machine's physical memory in bytes (1 TiB where the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return 2**40
 
 
 def _is_finite_number(value, minimum=None) -> bool:

@@ -38,7 +38,6 @@ Rule of the layer: a choice with its evidence (:class:`ShapeChoice`), never a fi
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +45,7 @@ import scipy.fft
 import scipy.linalg
 from ..core.conventions import as_image, default_center, make_geometry
 from ..core.design import PreparedPair, _single, prepare_pair
+from ..solvers.direct import cholesky_rcond
 from ..stats.background import profiled_statistics
 from ..stats.compute import statistics
 
@@ -479,10 +479,13 @@ def _held_out_score(folds, indices):
 
 
 def _solve(G, c):
-    """``G⁻¹c`` by Cholesky, or by least squares when ``G`` is singular."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
-            return scipy.linalg.solve(G, c, assume_a="pos")
-    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
-        return scipy.linalg.lstsq(G, c, cond=1e-12)[0]
+    """``G⁻¹c`` by Cholesky, or by least squares when ``G`` is singular.
+
+    Singular means not positive definite or a reciprocal condition below machine epsilon
+    (where ``scipy.linalg.solve`` would warn); the condition is read, not caught as a
+    warning, so the process-wide warning filters are never touched.
+    """
+    factor, rcond = cholesky_rcond(G)
+    if factor is not None and rcond >= np.finfo(float).eps:
+        return scipy.linalg.cho_solve((factor, False), c)
+    return scipy.linalg.lstsq(G, c, cond=1e-12)[0]

@@ -59,7 +59,7 @@ def _rcond_limit(p: int) -> float:
 
 
 def solve_normal_equations(stats: SufficientStatistics, *, penalty=None,
-                           lam: float = 0.0) -> DirectSolution:
+                           lam: float = 0.0, warn: bool = True) -> DirectSolution:
     """Solve ``(G + lam·n·penalty) k = c``.
 
     Parameters
@@ -69,6 +69,10 @@ def solve_normal_equations(stats: SufficientStatistics, *, penalty=None,
         ``LᵀL`` of a quadratic regulariser (:func:`kernelfit.regularisers.penalty_matrix`).
     lam : float, default 0
         Weight of the penalty per pixel (see module docstring).
+    warn : bool, default True
+        Whether a rank-deficient system warns.  Callers that report it themselves pass
+        False (rather than silencing the warning: ``warnings.catch_warnings`` changes the
+        process-wide filters, which loses other threads' warnings).
 
     Returns
     -------
@@ -95,7 +99,7 @@ def solve_normal_equations(stats: SufficientStatistics, *, penalty=None,
     if not (np.all(np.isfinite(A)) and np.all(np.isfinite(c))):
         raise ValueError("the statistics contain NaN or inf; check a and b for huge values")
     with dense_threads(p):   # O(p³): worth more BLAS threads only when p is large
-        factor, rcond = _cholesky(A)
+        factor, rcond = cholesky_rcond(A)
         if factor is not None and rcond >= _rcond_limit(p):
             kernel = scipy.linalg.cho_solve((factor, False), c)
             A_inv, rank = _inverse_from_cholesky(factor), p
@@ -107,7 +111,8 @@ def solve_normal_equations(stats: SufficientStatistics, *, penalty=None,
             "these images do not determine the kernel; use a larger or more textured image, "
             "reg='ridge' with lam > 0, or a smaller shape"
         )
-        warnings.warn(message, RankDeficientWarning, stacklevel=user_stacklevel())
+        if warn:
+            warnings.warn(message, RankDeficientWarning, stacklevel=user_stacklevel())
         return DirectSolution(kernel.reshape(stats.shape), None, float(rank), rank, rcond,
                               False, message)
     with dense_threads(p):
@@ -120,7 +125,7 @@ def _dense(matrix) -> np.ndarray:
     return matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
 
 
-def _cholesky(A):
+def cholesky_rcond(A):
     """Upper Cholesky factor and LAPACK's reciprocal condition estimate (None, 0 if not PD)."""
     try:
         factor, _ = scipy.linalg.cho_factor(A, lower=False, check_finite=False)
@@ -164,3 +169,31 @@ def _eigen_solve(A, c):
         return kernel, None, rank
     # Cholesky's condition estimate was pessimistic; the spectrum says the system is fine.
     return kernel, (eigvec / eigval) @ eigvec.T, rank
+
+
+def solve_centred(centred, *, warn: bool = True) -> DirectSolution:
+    """The least-squares kernel from :class:`~kernelfit.stats.centred.CentredStatistics`.
+
+    ``G = Ḡ + N·x̄x̄ᵀ`` and ``c = c̄ + N·b̄·x̄``: with ``u = Ḡ⁻¹c̄`` and ``v = Ḡ⁻¹x̄`` (one
+    Cholesky factor of the well-conditioned ``Ḡ``),
+
+        ``k = u + v·(b̄ − x̄ᵀu) / (1/N + x̄ᵀv)``,   ``G⁻¹ = Ḡ⁻¹ − vvᵀ / (1/N + x̄ᵀv)``
+
+    (Sherman–Morrison), so the mean's direction costs no digits.  The condition of ``Ḡ``
+    decides whether the kernel is determined; when it is not (a constant image: ``Ḡ = 0``)
+    this falls back to :func:`solve_normal_equations` on the plain statistics.
+    """
+    G_bar, c_bar, x_bar = centred.gram, centred.rhs, centred.mean_row
+    p = len(c_bar)
+    if not (np.all(np.isfinite(G_bar)) and np.all(np.isfinite(c_bar))):
+        raise ValueError("the statistics contain NaN or inf; check a and b for huge values")
+    factor, rcond = cholesky_rcond(G_bar)
+    if factor is None or rcond < _rcond_limit(p):
+        return solve_normal_equations(centred.full, warn=warn)
+    solved = scipy.linalg.cho_solve((factor, False), np.column_stack([c_bar, x_bar]))
+    u, v = solved[:, 0], solved[:, 1]
+    denominator = 1.0 / centred.n_used + x_bar @ v
+    kernel = u + v * ((centred.b_mean - x_bar @ u) / denominator)
+    cov = _inverse_from_cholesky(factor) - np.outer(v, v) / denominator
+    shape = centred.full.shape
+    return DirectSolution(kernel.reshape(shape), cov, float(p), p, rcond, True, "")

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from ...core.design import PreparedPair
-from ...core.forward import ExtendedSpectrum
+from ...core.forward import ExtendedSpectrum, box_counts
 from ...stats.compute import statistics
 from ..free import free_kernel_fit
 from ..result import KernelFit, ResidualImages
@@ -72,6 +72,28 @@ def _check_nonnegative(pairs) -> None:
                     "background=0 in least squares), or use least squares with nonneg=True")
 
 
+def _check_explainable(pairs, shape) -> None:
+    """Refuse pixels of ``b`` that no non-negative kernel can reach.
+
+    Where ``a`` is zero under a pixel's whole footprint, ``a ⊛ k`` is 0 there for every
+    kernel; if ``b`` is positive there, the Poisson likelihood is 0 whatever ``k`` is, and
+    the updates (``b / (a ⊛ k)``) overflow.
+    """
+    for i, pair in enumerate(pairs):
+        label = "" if len(pairs) == 1 else f"[{i}]"
+        unreachable = box_counts(pair.extended > 0, shape) == 0
+        if pair.use is not None:
+            unreachable &= pair.use
+        stranded = int(np.count_nonzero(unreachable & (pair.b_used > 0)))
+        if stranded:
+            raise ValueError(
+                f"method='richardson-lucy' cannot explain b{label}: {stranded} used pixel(s) "
+                f"of b{label} are positive where a{label} is zero under the whole "
+                f"{shape[0]}x{shape[1]} kernel footprint, so a ⊛ k is 0 there for every "
+                "kernel; mask them (mask=), fit a background with least squares "
+                "(background=0), or use least squares (method=None)")
+
+
 def fit_richardson_lucy(pairs: list[PreparedPair], shape, *, single, noise_std=None,
                         tol=0.1, maxiter=3000, accelerate=True) -> KernelFit:
     """Richardson–Lucy kernel updates, accelerated, stopped in statistical units.
@@ -103,7 +125,8 @@ def fit_richardson_lucy(pairs: list[PreparedPair], shape, *, single, noise_std=N
     Raises
     ------
     ValueError
-        When ``a`` or ``b`` (used pixels) has negative values.
+        When ``a`` or ``b`` (used pixels) has negative values, or a used pixel of ``b`` is
+        positive where ``a`` is zero under its whole footprint (no kernel can explain it).
 
     Examples
     --------
@@ -123,6 +146,7 @@ def fit_richardson_lucy(pairs: list[PreparedPair], shape, *, single, noise_std=N
     if int(maxiter) < 1:
         raise ValueError(f"maxiter={maxiter!r} must be at least 1")
     _check_nonnegative(pairs)
+    _check_explainable(pairs, shape)
     p = shape[0] * shape[1]
     n_used = sum(pair.n_used for pair in pairs)
     data = [_Pair(pair, shape) for pair in pairs]

@@ -72,7 +72,9 @@ class _WienerGCV:
         h = np.where(denominator > 0, self.power / np.where(denominator > 0, denominator, 1.0),
                      0.0)
         dof = self.p * float(np.sum(self.spec.weight * h)) / self.n_grid
-        return self.n * rss / max(self.n - dof, 1e-300) ** 2, dof
+        if self.n - dof <= 0:
+            return np.inf, dof   # as many fitted degrees of freedom as data: no criticism
+        return self.n * rss / (self.n - dof) ** 2, dof
 
 
 def _choose_eps(spec: Spectra, b_hats, shape, center, previous=None):
@@ -142,6 +144,13 @@ def fit_wiener(pairs: list[PreparedPair], shape, *, single, eps="auto", edges="a
     if not (eps == "auto" or (isinstance(eps, (int, float, np.number))
                               and not isinstance(eps, bool) and np.isfinite(eps) and eps >= 0)):
         raise ValueError(f"eps={eps!r} must be 'auto' or a number >= 0")
+    n_used, p = sum(pair.n_used for pair in pairs), shape[0] * shape[1]
+    if eps == "auto" and n_used <= p:
+        raise ValueError(
+            f"method='wiener' with eps='auto' chooses ε by cross-validation, which needs more "
+            f"used pixels of b than kernel coefficients: b has {n_used} for a "
+            f"{shape[0]}x{shape[1]} kernel ({p}); pass eps= (a number >= 0), use a larger "
+            "b or a smaller shape")
     edges = resolve_edges(pairs, edges)
     spec = build_spectra(pairs, shape, edges, taper)
     center = pairs[0].geometry.center
@@ -176,8 +185,6 @@ def fit_wiener(pairs: list[PreparedPair], shape, *, single, eps="auto", edges="a
         errors = edge_errors(spec, pairs, kernel, center)
         b_hats = [bh - e for bh, e in zip(spec.b_hat, errors)]
     passes = products
-    p = shape[0] * shape[1]
-    n_used = sum(pair.n_used for pair in pairs)
     residuals = ResidualImages(pairs, None, kernel, single=single)
     noise = noise_std_of(residuals, n_used, p)
     messages = [note] if note else []
