@@ -6,9 +6,16 @@ import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.fft
 
 from .conventions import as_image, make_geometry
 from .forward import convolve as convolve_plain
+
+# The FFT length of one block of the blocked residual (:func:`residual_valid`), the kernel's
+# rows and columns included: small enough for a block's transforms to stay in cache, large
+# enough that the kernel's overlap is a small part (measured, see BENCHMARKS.md).  Read at
+# call time, so tests may lower it.
+RESIDUAL_FFT_LENGTH = 256
 
 
 def check_variation(degree) -> int:
@@ -181,3 +188,67 @@ def _weighted_sum(planes, powers, rows, cols, frame) -> np.ndarray:
     for plane, (p, q) in zip(planes, powers):
         out += (sy ** p)[:, None] * (sx ** q)[None, :] * plane
     return out
+
+
+def residual_valid(observed, extended, varying: VaryingKernel, first, *, background=None,
+                   out=None) -> np.ndarray:
+    """``observed − Σ_t m_t ⊙ (P ⊛ k_t) − background`` over the 'valid' output of ``P``.
+
+    Block by block: one transform of each block of ``P`` serves every term, and the
+    prediction is never held whole.
+
+    Parameters
+    ----------
+    observed : (H, W) ndarray
+        ``H, W = P.shape − kernel shape + 1``.
+    extended : ndarray
+        The extended image ``P``.
+    varying : VaryingKernel
+    first : (int, int)
+        The frame pixel (row, column) of output pixel ``(0, 0)``.
+    background : (U, V) or None
+        A background given as the product ``U @ V.T`` (``U`` with ``H`` rows, ``V`` with
+        ``W``), e.g. a separable polynomial.
+    out : (H, W) ndarray, optional
+        Where to write (may be ``observed`` itself, or a view into a larger array).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> P = rng.random((30, 40))
+    >>> vk = VaryingKernel(rng.random((3, 3, 5)), 1, frame=(28, 36), center=(1, 2),
+    ...                    origin=(1, 2))          # a 'valid' b is the frame
+    >>> b = vk.convolve(P, boundary="valid")
+    >>> bool(np.abs(residual_valid(b, P, vk, (0, 0))).max() < 1e-12)
+    True
+    """
+    kh, kw = varying.shape
+    H, W = extended.shape[0] - kh + 1, extended.shape[1] - kw + 1
+    out = np.empty((H, W)) if out is None else out
+    (Ly, Ny), (Lx, Nx) = (_residual_block(n, k) for n, k in ((H, kh), (W, kw)))
+    spectra = scipy.fft.rfft2(varying.coefficients, (Ny, Nx))
+    sy = scaled(np.arange(H) + first[0], varying.frame[0])
+    sx = scaled(np.arange(W) + first[1], varying.frame[1])
+    for y0 in range(0, H, Ly):
+        y1 = min(y0 + Ly, H)
+        for x0 in range(0, W, Lx):
+            x1 = min(x0 + Lx, W)
+            block = scipy.fft.rfft2(extended[y0:y1 + kh - 1, x0:x1 + kw - 1], (Ny, Nx))
+            planes = scipy.fft.irfft2(block * spectra, (Ny, Nx))[
+                :, kh - 1:kh - 1 + y1 - y0, kw - 1:kw - 1 + x1 - x0]
+            values = np.array(observed[y0:y1, x0:x1], dtype=np.float64)
+            for plane, (p, q) in zip(planes, varying.powers):
+                values -= (sy[y0:y1] ** p)[:, None] * (sx[x0:x1] ** q)[None, :] * plane
+            if background is not None:
+                values -= background[0][y0:y1] @ background[1][x0:x1].T
+            out[y0:y1, x0:x1] = values
+    return out
+
+
+def _residual_block(n, k) -> tuple[int, int]:
+    """``(block, transform length)`` along an axis of ``n`` outputs for a kernel of ``k``:
+    near-equal blocks whose transform (``block + k − 1``) is about
+    :data:`RESIDUAL_FFT_LENGTH`."""
+    width = max(RESIDUAL_FFT_LENGTH - (k - 1), 1)
+    width = -(-n // -(-n // width))
+    return width, scipy.fft.next_fast_len(width + k - 1, real=True)
