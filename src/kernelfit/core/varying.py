@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
+from math import comb
 
 import numpy as np
 import scipy.fft
@@ -94,6 +95,22 @@ def grid_positions(frame, n: int) -> tuple[np.ndarray, np.ndarray]:
     ys, xs = np.meshgrid(np.linspace(0.0, frame[0] - 1, n), np.linspace(0.0, frame[1] - 1, n),
                          indexing="ij")
     return ys.ravel(), xs.ravel()
+
+
+def translation_blocks(shape, center, powers, frame) -> np.ndarray:
+    """``M[j, s, t]`` with ``m_s(ζ + δ_j) = Σ_t M[j, s, t]·m_t(ζ)``, ``δ_j`` the scaled offset
+    ``j − center`` of kernel pixel ``j``: the blocks of ``B`` in ``X_ext = X_T · B``."""
+    kh, kw = shape
+    p, T = kh * kw, len(powers)
+    gy, gx = (2.0 / (n - 1) if n > 1 else 0.0 for n in frame)
+    jy, jx = np.divmod(np.arange(p), kw)
+    dy, dx = (jy - center[0]) * gy, (jx - center[1]) * gx
+    M = np.zeros((p, T, T))
+    for s, (ps, qs) in enumerate(powers):
+        for t, (pt, qt) in enumerate(powers):
+            if pt <= ps and qt <= qs:
+                M[:, s, t] = comb(ps, pt) * comb(qs, qt) * dy ** (ps - pt) * dx ** (qs - qt)
+    return M
 
 
 @dataclass
@@ -194,8 +211,11 @@ def residual_valid(observed, extended, varying: VaryingKernel, first, *, backgro
                    out=None) -> np.ndarray:
     """``observed − Σ_t m_t ⊙ (P ⊛ k_t) − background`` over the 'valid' output of ``P``.
 
-    Block by block: one transform of each block of ``P`` serves every term, and the
-    prediction is never held whole.
+    The prediction is computed block by block in the input-weighted form ``Σ_t a_t ⊛ k'_t``
+    (``a_t = m_t(ζ) ⊙ P`` with ``ζ`` the output pixel an input pixel lands on through the
+    kernel centre, ``k'_t[j] = Σ_s M[j, s, t]·k_s[j]``, :func:`translation_blocks`): ``T``
+    forward transforms of cache-sized blocks and one inverse, the terms summed in frequency
+    space; the prediction is never held whole.
 
     Parameters
     ----------
@@ -222,23 +242,31 @@ def residual_valid(observed, extended, varying: VaryingKernel, first, *, backgro
     >>> bool(np.abs(residual_valid(b, P, vk, (0, 0))).max() < 1e-12)
     True
     """
-    kh, kw = varying.shape
+    (kh, kw), (cy, cx) = varying.shape, varying.center
     H, W = extended.shape[0] - kh + 1, extended.shape[1] - kw + 1
     out = np.empty((H, W)) if out is None else out
     (Ly, Ny), (Lx, Nx) = (_residual_block(n, k) for n, k in ((H, kh), (W, kw)))
-    spectra = scipy.fft.rfft2(varying.coefficients, (Ny, Nx))
-    sy = scaled(np.arange(H) + first[0], varying.frame[0])
-    sx = scaled(np.arange(W) + first[1], varying.frame[1])
+    M = translation_blocks(varying.shape, varying.center, varying.powers, varying.frame)
+    p = kh * kw
+    input_basis = np.einsum("jst,sj->tj", M, varying.coefficients.reshape(-1, p))
+    spectra = scipy.fft.rfft2(input_basis.reshape(-1, kh, kw), (Ny, Nx))
+    # ζ of every row and column of P: input pixel z lands on output z − (k − 1) + center.
+    zy = scaled(np.arange(extended.shape[0]) + first[0] - (kh - 1) + cy, varying.frame[0])
+    zx = scaled(np.arange(extended.shape[1]) + first[1] - (kw - 1) + cx, varying.frame[1])
+    channels = np.empty((len(varying.powers), Ny, Nx))
     for y0 in range(0, H, Ly):
         y1 = min(y0 + Ly, H)
         for x0 in range(0, W, Lx):
             x1 = min(x0 + Lx, W)
-            block = scipy.fft.rfft2(extended[y0:y1 + kh - 1, x0:x1 + kw - 1], (Ny, Nx))
-            planes = scipy.fft.irfft2(block * spectra, (Ny, Nx))[
-                :, kh - 1:kh - 1 + y1 - y0, kw - 1:kw - 1 + x1 - x0]
-            values = np.array(observed[y0:y1, x0:x1], dtype=np.float64)
-            for plane, (p, q) in zip(planes, varying.powers):
-                values -= (sy[y0:y1] ** p)[:, None] * (sx[x0:x1] ** q)[None, :] * plane
+            rows, cols = slice(y0, y1 + kh - 1), slice(x0, x1 + kw - 1)
+            h, w = y1 - y0 + kh - 1, x1 - x0 + kw - 1
+            channels.fill(0.0)
+            for t, (p_, q) in enumerate(varying.powers):
+                np.multiply((zy[rows] ** p_)[:, None] * extended[rows, cols],
+                            (zx[cols] ** q)[None, :], out=channels[t, :h, :w])
+            total = np.einsum("tyx,tyx->yx", scipy.fft.rfft2(channels), spectra)
+            prediction = scipy.fft.irfft2(total, (Ny, Nx))[kh - 1:h, kw - 1:w]
+            values = np.subtract(observed[y0:y1, x0:x1], prediction, dtype=np.float64)
             if background is not None:
                 values -= background[0][y0:y1] @ background[1][x0:x1].T
             out[y0:y1, x0:x1] = values
@@ -247,8 +275,10 @@ def residual_valid(observed, extended, varying: VaryingKernel, first, *, backgro
 
 def _residual_block(n, k) -> tuple[int, int]:
     """``(block, transform length)`` along an axis of ``n`` outputs for a kernel of ``k``:
-    near-equal blocks whose transform (``block + k − 1``) is about
-    :data:`RESIDUAL_FFT_LENGTH`."""
+    near-equal blocks whose transform (``block + k − 1``) has length
+    :data:`RESIDUAL_FFT_LENGTH` (one block of the smallest fast length when all fit)."""
+    if n + k - 1 <= RESIDUAL_FFT_LENGTH:
+        return n, scipy.fft.next_fast_len(n + k - 1, real=True)
     width = max(RESIDUAL_FFT_LENGTH - (k - 1), 1)
     width = -(-n // -(-n // width))
-    return width, scipy.fft.next_fast_len(width + k - 1, real=True)
+    return width, max(RESIDUAL_FFT_LENGTH, width + k - 1)

@@ -22,11 +22,13 @@ Statistics without a ``p·T``-column design
     ordinary ``T``-input convolution design ``X_T`` with ``X_ext = X_T · B`` (``B``
     block-diagonal over kernel pixels, ``T × T`` triangular blocks).  ``X_Tᵀ X_T`` consists of
     cross-Grams ``Σ_i a_s[i+u] a_t[i+v]``, which have the shift structure again: the core of
-    the image by one FFT correlation, the bands by batched 1-D correlations
-    (:func:`cross_gram`, the two-image form of :func:`kernelfit.stats.gram_fft`).  Then
-    ``G = Bᵀ (X_Tᵀ X_T) B``, ``c = Bᵀ X_Tᵀ b``: exact, at ``T(T+1)/2`` Gram costs instead of
-    im2col's ``N·(pT)²``.  Masked pixels are subtracted explicitly (or, when most are masked,
-    the kept ones summed explicitly).
+    the image by FFT correlations summed over cache-sized blocks in frequency space, the bands
+    by batched 1-D correlations of monomial-weighted rows
+    (:mod:`kernelfit.stats.varying_lags`).  Then ``G = Bᵀ (X_Tᵀ X_T) B``, ``c = Bᵀ X_Tᵀ b``:
+    exact, at ``2T + 1`` small transforms per block instead of im2col's ``N·(pT)²``.  Masked
+    pixels are subtracted explicitly (or, when most are masked, the kept ones summed
+    explicitly).  A background's cross terms are one separable matrix product, and the
+    residual is made block by block (:func:`kernelfit.core.varying.residual_valid`).
 
 Regularisers and constraints, on the same statistics of the ``T·p`` coefficients
     ``reg`` penalises every term alike, ``lam·Σ_t R(k_t)`` (penalty ``I_T ⊗ LᵀL``), with

@@ -1,14 +1,23 @@
-"""(moved from kernelfit.variation)"""
+"""Sufficient statistics of a spatially varying kernel's extended design (``variation=``).
+
+The extended design has ``T·p`` columns ``m_s(i)·P[i + center − j]``.  Its statistics come
+from the channel design ``X_T`` (inputs ``a_t = m_t(ζ) ⊙ P``, coordinates of the input pixel)
+through ``X_ext = X_T·B`` (:func:`kernelfit.core.varying.translation_blocks`):
+``G = Bᵀ (X_TᵀX_T) B``, ``c = Bᵀ X_Tᵀ b``.  ``X_TᵀX_T`` consists of the channels'
+cross-Grams, computed exactly by blocks (:mod:`kernelfit.stats.varying_lags`); masked pixels
+are subtracted explicitly, or, when most are masked, the kept ones summed explicitly.  A
+polynomial background's cross terms ``X_TᵀT`` are one matrix sandwich, since the basis and
+the channel weights are separable (:func:`varying_background_terms`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from math import comb
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..core.varying import monomial_powers
+from ..core.varying import monomial_powers, translation_blocks
 from .background import BackgroundBasis, BackgroundTerms, background_terms, check_degree
 from .gram import SufficientStatistics
 from .varying_lags import ChannelGeometry, band_sums, core_lag_sums, cross_gram
@@ -132,52 +141,6 @@ def _shifted_products(legendre_columns, powers, k, n) -> np.ndarray:
     for u in range(k):
         V[:, :, u, u:u + length] = legendre_columns.T[:, None, :] * powers[None, :, u:u + length]
     return V
-
-
-def input_channels(pair, shape, powers, frame, *, rows=slice(None),
-                   cols=slice(None)) -> list[np.ndarray]:
-    """``a_t = m_t(ζ) ⊙ P``: the extended image times each term at the coordinate ``ζ`` (in
-    ``b``'s frame) of the output pixel each of its pixels lands on through the kernel centre.
-
-    ``rows``, ``cols`` (slices of ``b``'s used rectangle, step 1) restrict it to the part of
-    ``P`` under those output pixels.
-    """
-    (kh, kw) = shape
-    Ph, Pw = pair.extended.shape
-    y0, y1, _ = rows.indices(Ph - kh + 1)
-    x0, x1, _ = cols.indices(Pw - kw + 1)
-    channels = ChannelGeometry(pair, shape, powers, frame)
-    return list(channels.channels(pair.extended, slice(y0, y1 + kh - 1),
-                                  slice(x0, x1 + kw - 1)))
-
-
-def translation_blocks(shape, center, powers, frame) -> np.ndarray:
-    """``M[j, s, t]`` with ``m_s(ζ + δ_j) = Σ_t M[j, s, t]·m_t(ζ)``, ``δ_j`` the scaled offset
-    ``j − center`` of kernel pixel ``j``: the blocks of ``B`` in ``X_ext = X_T · B``."""
-    kh, kw = shape
-    p, T = kh * kw, len(powers)
-    gy, gx = (2.0 / (n - 1) if n > 1 else 0.0 for n in frame)
-    jy, jx = np.divmod(np.arange(p), kw)
-    dy, dx = (jy - center[0]) * gy, (jx - center[1]) * gx
-    M = np.zeros((p, T, T))
-    for s, (ps, qs) in enumerate(powers):
-        for t, (pt, qt) in enumerate(powers):
-            if pt <= ps and qt <= qs:
-                M[:, s, t] = comb(ps, pt) * comb(qs, qt) * dy ** (ps - pt) * dx ** (qs - qt)
-    return M
-
-
-def translation_matrix(shape, center, powers, frame) -> np.ndarray:
-    """``B`` with ``X_ext = X_T · B``: ``B[t·p + j, s·p + j] = M[j, s, t]``
-    (:func:`translation_blocks`), as a dense matrix (for tests)."""
-    M = translation_blocks(shape, center, powers, frame)
-    p, T = M.shape[0], M.shape[1]
-    B = np.zeros((T * p, T * p))
-    j = np.arange(p)
-    for s in range(T):
-        for t in range(T):
-            B[t * p + j, s * p + j] = M[:, s, t]
-    return B
 
 
 def _translate(X, M) -> np.ndarray:

@@ -35,11 +35,10 @@ import numpy as np
 import scipy.fft
 
 from ..core.varying import scaled
-from .gram import _band_indices, _band_lag_sums, _rectangle_sums, _scatter_lag
+from .gram import _band_indices, _rectangle_sums, _scatter_lag
 
-# The FFT length of a block, lags included.  Measured at 4096², 17×17, degree 2 (see
-# BENCHMARKS.md): lengths 192–384 are within a few per cent; smaller blocks pay for their
-# halo, larger ones leave the cache.  Read at call time, so tests may lower it.
+# The FFT length of a block, lags included (see BENCHMARKS.md for the measurements that
+# chose it).  Read at call time, so tests may lower it.
 BLOCK_FFT_LENGTH = 256
 
 
@@ -83,11 +82,13 @@ class ChannelGeometry:
 
 def block_grid(n, halo, fft_length):
     """``(starts, width, transform length)`` cutting ``n`` positions into near-equal blocks
-    whose transform, ``halo`` each side included, is about ``fft_length`` (at least one)."""
+    whose transform, ``halo`` each side included, has length ``fft_length`` (one block, and
+    the smallest fast length, when the whole axis fits)."""
+    if n + 2 * halo <= fft_length:
+        return range(0, n, n), n, scipy.fft.next_fast_len(n + 2 * halo, real=True)
     width = max(fft_length - 2 * halo, 1)
-    count = -(-n // width)
-    width = -(-n // count)
-    return range(0, n, width), width, scipy.fft.next_fast_len(width + 2 * halo, real=True)
+    width = -(-n // -(-n // width))
+    return range(0, n, width), width, max(fft_length, width + 2 * halo)
 
 
 def core_lag_sums(P, b, channels: ChannelGeometry):
@@ -234,22 +235,18 @@ def _weighted_band_lag_sums(S, weights, ty, tx):
 # ---------------------------------------------------------------------------------------------
 
 
-def cross_gram(P1, P2, shape, *, core_lag_sums, row_band_sums=None,
-               col_band_sums=None) -> np.ndarray:
-    """``C[u, v] = Σ_i P1[i+u]·P2[i+v]`` (flipped-kernel order), exactly, for two images of
-    one shape; ``core_lag_sums[d + t] = Σ_{z in core} P1(z)·P2(z+d)``.
+def cross_gram(P1, P2, shape, *, core_lag_sums, row_band_sums, col_band_sums) -> np.ndarray:
+    """``C[u, v] = Σ_i P1[i+u]·P2[i+v]`` (flipped-kernel order), exactly, for two channels of
+    one image: ``core_lag_sums[d + t] = Σ_{z in core} P1(z)·P2(z+d)``, the band sums of
+    :func:`band_sums`, and ``P1``, ``P2`` on the rows of :func:`_strip` only (the corners are
+    read from them).
 
     The algorithm of :func:`kernelfit.stats.gram_fft` with the two factors told apart: core
     lag sums, band rows and columns, corners directly, then the sums over every moving
-    rectangle by cumulative sums.  With ``row_band_sums`` and ``col_band_sums`` given (from
-    :func:`band_sums`), ``P1`` and ``P2`` need only hold the rows of :func:`_strip` (the
-    corners are read from them); otherwise they are whole and the band sums are computed.
+    rectangle by cumulative sums.
     """
     kh, kw = shape
     ty, tx = kh - 1, kw - 1
-    if row_band_sums is None:
-        row_band_sums = _band_lag_sums(P1, ty, tx, P2)                       # [m, dy, dx]
-        col_band_sums = _band_lag_sums(P1.T, tx, ty, P2.T).transpose(0, 2, 1)  # [n, dy, dx]
     rows, cols = _band_indices(P1.shape[0], ty), _band_indices(P1.shape[1], tx)
     P2_padded = np.pad(P2, ((ty, ty), (tx, tx)))
     band_r = np.r_[0:ty, ty + 1:2 * ty + 1]
