@@ -26,14 +26,33 @@ position-dependent anisotropic terms), 'valid', noise 1e-3: the fit's time and i
 error.  For scale, DESIGN.md quotes SFFT at about 1.4 s on an A100 GPU and HOTPANTS at about
 43 s on a CPU for a 4096² image with a 17×17 varying kernel (their figures, not run here).
 
+Part 6 — a star field against HOTPANTS and SFFT (``--star N``, default 4096; 0 skips): two
+N² exposures of a few thousand stars with Moffat PSFs (β = 2.5), the template ``a`` sharp
+(FWHM 2.5 px), the science image ``b`` broader with a width that changes across the field
+(FWHM 3.0 → 5.6 px, bilinear in the position), skies of 200 and of 300 plus a quadratic
+gradient, Poisson-like noise (variance = the noise-free value, gain 1).  Fitted: a 17×17
+kernel of degree 2 with a background of degree 2.  Timed: kernelfit's fit plus
+``fit.residual`` (wall and CPU seconds); HOTPANTS (the C program, run as a subprocess on FITS
+files, ``-r 8 -ko 2 -bgo 2``; found through the environment variable ``KERNELFIT_HOTPANTS`` or
+``PATH``, skipped with a message otherwise — it is not a dependency and nothing here builds
+it).  Reported: the model-error RMS, the RMS of ``model − noise-free b`` over the pixels both
+methods model (``model = b − difference image``), next to the noise RMS.  SFFT (PyPI
+``sfft``, its CPU backend ``'Numpy'`` with one thread, skipped when not importable) is run
+on a smaller field of the same kind (``--sfft-size``, default 1024; 0 skips); its second
+subtraction is timed (numba compiles during the first).
+
 Run ``OPENBLAS_NUM_THREADS=1 python benchmarks/bench_varying.py`` (``--quick``: 512² in part
-2, no OIS, anchor at 1024²).
+2, no OIS, anchor and star field at 1024², no SFFT).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -234,20 +253,175 @@ def part_anchor(n, size=17, degree=2):
           f"(corners, edges, centre) {worst:.2e}")
 
 
+# --------------------------------------------------------------------------- part 6
+
+def moffat(dy, dx, fwhm, beta=2.5):
+    """A Moffat profile of unit flux sampled at pixel offsets ``dy``, ``dx``."""
+    alpha = fwhm / (2 * np.sqrt(2 ** (1 / beta) - 1))
+    return (beta - 1) / (np.pi * alpha ** 2) * (1 + (dy * dy + dx * dx) / alpha ** 2) ** -beta
+
+
+def star_field(n, *, n_stars=3000, seed=1, radius=24):
+    """``(a, b, b_true)``: template and science exposures (float32) and the noise-free
+    science image; see part 6 of the module docstring."""
+    rng = np.random.default_rng(seed)
+    ys, xs = rng.uniform(-10, n + 10, (2, n_stars))
+    flux = np.minimum(2e3 * (1 - rng.random(n_stars)) ** (-1 / 1.2), 5e6)   # power law
+    a_true, b_true = np.full((n, n), 200.0), np.zeros((n, n))
+    for y, x, f in zip(ys, xs, flux):
+        iy, ix = int(round(y)), int(round(x))
+        y0, y1 = max(iy - radius, 0), min(iy + radius + 1, n)
+        x0, x1 = max(ix - radius, 0), min(ix + radius + 1, n)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        dy, dx = (np.arange(y0, y1) - y)[:, None], (np.arange(x0, x1) - x)[None, :]
+        u, v = 2 * y / (n - 1) - 1, 2 * x / (n - 1) - 1
+        a_true[y0:y1, x0:x1] += f * moffat(dy, dx, 2.5)
+        b_true[y0:y1, x0:x1] += f * moffat(dy, dx, 4.0 + 0.8 * v + 0.5 * u + 0.3 * u * v)
+    u = np.linspace(-1, 1, n)
+    b_true += (300.0 + 40.0 * u[None, :] + 25.0 * u[:, None] + 15.0 * u[:, None] * u[None, :]
+               + 10.0 * u[None, :] ** 2)
+    a = a_true + np.sqrt(a_true) * rng.standard_normal((n, n))
+    b = b_true + np.sqrt(b_true) * rng.standard_normal((n, n))
+    return a.astype(np.float32), b.astype(np.float32), b_true
+
+
+def hotpants_binary():
+    """The HOTPANTS executable named by ``KERNELFIT_HOTPANTS``, or on ``PATH``, or None."""
+    named = os.environ.get("KERNELFIT_HOTPANTS")
+    if named:
+        return named if os.access(named, os.X_OK) else None
+    return shutil.which("hotpants")
+
+
+def run_hotpants(binary, a, b, workdir):
+    """HOTPANTS on FITS copies; returns (seconds, model = b − difference, valid pixels)."""
+    from astropy.io import fits
+
+    paths = {name: str(Path(workdir) / f"{name}.fits") for name in ("tmpl", "sci", "diff")}
+    fits.writeto(paths["tmpl"], a, overwrite=True)
+    fits.writeto(paths["sci"], b, overwrite=True)
+    # Kernel half width 8 (17×17), kernel and background of degree 2, the template
+    # convolved, the difference in the science image's units (-n i), no saturation.
+    command = [binary, "-inim", paths["sci"], "-tmplim", paths["tmpl"], "-outim",
+               paths["diff"], "-r", "8", "-ko", "2", "-bgo", "2", "-c", "t", "-n", "i",
+               "-tu", "1e9", "-iu", "1e9", "-tl", "-1e9", "-il", "-1e9", "-tg", "1", "-ig",
+               "1", "-v", "0"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    seconds = time.perf_counter() - started
+    diff = fits.getdata(paths["diff"]).astype(np.float64)
+    valid = np.isfinite(diff) & (np.abs(diff) > 1e-20)    # HOTPANTS fills bad pixels 1e-30
+    return seconds, b - diff, valid
+
+
+def run_sfft(a, b):
+    """SFFT's CPU backend (one thread); returns (seconds, model = b − difference)."""
+    from sfft.sfftcore.SFFTConfigure import SingleSFFTConfigure
+    from sfft.sfftcore.SFFTSubtract import GeneralSFFTSubtract
+
+    # SFFT works on transposed (x, y) arrays, as its FITS reader makes them.
+    I, J = (np.ascontiguousarray(x.T, dtype=np.float64) for x in (a, b))
+    config = SingleSFFTConfigure.SSC(NX=I.shape[0], NY=I.shape[1], KerHW=8, KerPolyOrder=2,
+                                     BGPolyOrder=2, ConstPhotRatio=True,
+                                     BACKEND_4SUBTRACT="Numpy", NUM_CPU_THREADS_4SUBTRACT=1,
+                                     VERBOSE_LEVEL=0)
+    def subtract():
+        return GeneralSFFTSubtract.GSS(PixA_I=I, PixA_J=J, PixA_mI=I, PixA_mJ=J,
+                                       SFFTConfig=config, ContamMask_I=None,
+                                       BACKEND_4SUBTRACT="Numpy", NUM_CPU_THREADS_4SUBTRACT=1,
+                                       VERBOSE_LEVEL=0)[1]
+
+    subtract()   # numba compiles on the first call: time the second
+    started = time.perf_counter()
+    diff = subtract()
+    return time.perf_counter() - started, b - diff.T
+
+
+def kernelfit_star(a, b):
+    """Fit + residual; returns (wall s, CPU s, model = b − residual)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fit = kf.estimate(a, b, 17, variation=2, background=2)
+    residual = fit.residual
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return wall, cpu, b - residual
+
+
+def rms(values):
+    return float(np.sqrt(np.mean(np.square(values))))
+
+
+def part_star_field(n, sfft_size):
+    a, b, b_true = star_field(n)
+    binary = hotpants_binary()
+    print(f"part 6: {n}² star field, 3000 Moffat stars, FWHM 2.5 px (a) vs 3.0 → 5.6 px across "
+          "the field (b), sky gradient, Poisson-like noise; 17×17, degree 2, background 2")
+    wall, cpu, model = kernelfit_star(a, b)
+    used = np.isfinite(model)
+    noise = rms((b - b_true)[used])
+    print(f"  kernelfit  fit + residual {wall:6.2f} s wall, {cpu:6.2f} s CPU;  model-error "
+          f"RMS {rms((model - b_true)[used]):.4f}  (noise RMS {noise:.3f})")
+    if binary is None:
+        print("  HOTPANTS   skipped: no executable (set KERNELFIT_HOTPANTS=/path/to/hotpants "
+              "or put hotpants on PATH)")
+    else:
+        with tempfile.TemporaryDirectory() as workdir:
+            seconds, hp_model, valid = run_hotpants(binary, a, b, workdir)
+        both = valid & used
+        print(f"  HOTPANTS   {seconds:6.2f} s wall (subprocess, FITS I/O included);  model-error "
+              f"RMS {rms((hp_model - b_true)[both]):.4f}  (kernelfit on the same pixels "
+              f"{rms((model - b_true)[both]):.4f})")
+        print(f"  HOTPANTS / kernelfit time: {seconds / wall:.2f}×")
+    if not sfft_size:
+        return
+    try:
+        import sfft  # noqa: F401
+    except ImportError as exc:
+        print(f"  SFFT       skipped: not importable ({exc})")
+        return
+    a, b, b_true = star_field(sfft_size, n_stars=max(3000 * sfft_size ** 2 // n ** 2, 200))
+    wall, cpu, model = kernelfit_star(a, b)
+    seconds, sfft_model = run_sfft(a, b)
+    inner = np.zeros(b.shape, bool)
+    inner[8:-8, 8:-8] = True
+    both = inner & np.isfinite(model) & np.isfinite(sfft_model)
+    print(f"  at {sfft_size}² (same density of stars): kernelfit {wall:.2f} s wall, model-error "
+          f"RMS {rms((model - b_true)[both]):.4f};  SFFT (CPU, 1 thread, compilation not "
+          f"timed) {seconds:.2f} s, model-error RMS {rms((sfft_model - b_true)[both]):.4f};  "
+          f"SFFT / kernelfit time {seconds / wall:.1f}×")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="512² in part 2, no OIS")
     parser.add_argument("--anchor", type=int, default=None,
                         help="image side of part 5 (default 4096, 1024 with --quick; 0 skips)")
+    parser.add_argument("--star", type=int, default=None,
+                        help="image side of part 6 (default 4096, 1024 with --quick; 0 skips)")
+    parser.add_argument("--sfft-size", type=int, default=None,
+                        help="image side of part 6's SFFT comparison (default 1024, 0 with "
+                             "--quick; 0 skips)")
+    parser.add_argument("--parts", default="123456", help="which parts to run, e.g. 6")
     args = parser.parse_args()
-    part_many_pairs()
-    part_varying(512 if args.quick else 1024)
-    part_statistics()
-    if not args.quick:
+    print(f"kernelfit {kf.__version__}; OPENBLAS_NUM_THREADS="
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; load average "
+          f"{os.getloadavg()[0]:.2f}")
+    parts = set(args.parts)
+    if "1" in parts:
+        part_many_pairs()
+    if "2" in parts:
+        part_varying(512 if args.quick else 1024)
+    if "3" in parts:
+        part_statistics()
+    if "4" in parts and not args.quick:
         part_ois()
     anchor = args.anchor if args.anchor is not None else (1024 if args.quick else 4096)
-    if anchor:
+    if anchor and "5" in parts:
         part_anchor(anchor)
+    star = args.star if args.star is not None else (1024 if args.quick else 4096)
+    sfft_size = args.sfft_size if args.sfft_size is not None else (0 if args.quick else 1024)
+    if star and "6" in parts:
+        part_star_field(star, sfft_size)
 
 
 if __name__ == "__main__":

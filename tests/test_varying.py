@@ -321,28 +321,63 @@ def test_cli_variation_writes_the_centre_kernel_and_the_coefficients(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "k.npy"), varying.at(22.5, 22.5), atol=1e-9)
 
 
-def test_varying_statistics_of_large_images_are_summed_over_tiles(monkeypatch):
-    """Above kernelfit.core.tiling.TILED_ABOVE output pixels the extended design's statistics are
-    summed over tiles (each with its own coordinates): shrunk thresholds make a small image
-    tile, with the same statistics to rounding (1e-12 of the largest Gram entry), NaN in a
-    included."""
-    from kernelfit.core import tiling
-    from kernelfit.core.design import prepare_pair
-    from kernelfit.stats.varying import varying_statistics
+@pytest.mark.parametrize("boundary, shape, degree", [
+    ("valid", (5, 3), 2), ("fill", (4, 5), 1), ("nearest", (3, 3), 2), ("wrap", (6, 4), 2)])
+@pytest.mark.parametrize("holes", [False, True])
+def test_blocked_statistics_equal_the_explicit_design(monkeypatch, boundary, shape, degree,
+                                                      holes):
+    """The blocked cross-Grams (kernelfit.stats.varying_lags) cut into many blocks — a block
+    FFT length of 16 leaves a few pixels per block — give the statistics and the background
+    cross terms of the explicit extended design, with NaN in a and a mask on b (the explicit
+    rows are the used ones).  Tolerance: rounding of sums of O(10³) terms of O(1), 1e-12 of
+    the largest entry."""
+    from kernelfit.stats import varying_lags
+    from kernelfit.stats.background import BackgroundBasis
+    from kernelfit.stats.varying import varying_background_terms
 
-    rng = np.random.default_rng(6)
-    a = rng.random((70, 61))
-    a[rng.random(a.shape) < 0.002] = np.nan
-    b = rng.random((70, 61))
-    pair = prepare_pair(a, b, (5, 3), boundary="nearest")
-    whole = varying_statistics(pair, (5, 3), 2, frame=b.shape)
-    monkeypatch.setattr(tiling, "TILED_ABOVE", 500)
-    monkeypatch.setattr(tiling, "STATISTICS_TILE", 25)
-    tiled = varying_statistics(pair, (5, 3), 2, frame=b.shape)
-    scale = np.abs(whole.gram).max()
-    np.testing.assert_allclose(tiled.gram, whole.gram, rtol=0, atol=1e-12 * scale)
-    np.testing.assert_allclose(tiled.rhs, whole.rhs, rtol=0, atol=1e-12 * scale)
-    assert tiled.n_used == whole.n_used
+    rng = np.random.default_rng(31)
+    a = rng.random((41, 37)) + 1.0
+    b_shape = (42 - shape[0], 38 - shape[1]) if boundary == "valid" else a.shape
+    b = rng.random(b_shape)
+    mask = None
+    if holes:
+        a[7, 20] = np.nan
+        mask = rng.random(b_shape) > 0.1
+    pair = prepare_pair(a, b, shape, boundary=boundary, mask=mask)
+    X, geometry = extended_design(np.nan_to_num(a), shape, degree, boundary, b_shape)
+    use = np.ones(pair.b_used.shape, bool) if pair.use is None else pair.use
+    X, y = X[use.ravel()], b[geometry.used][use]
+    monkeypatch.setattr(varying_lags, "BLOCK_FFT_LENGTH", 16)
+    s = varying_statistics(pair, shape, degree, frame=b_shape, method="fft")
+    scale = np.abs(X.T @ X).max()
+    np.testing.assert_allclose(s.gram, X.T @ X, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(s.rhs, X.T @ y, rtol=0, atol=1e-12 * scale)
+    assert s.n_used == y.size
+    terms = varying_background_terms(pair, shape, degree, b_shape, 2)
+    T = BackgroundBasis(pair.b_used.shape, 2).images.reshape(6, -1).T[use.ravel()]
+    np.testing.assert_allclose(terms.cross, X.T @ T, rtol=0, atol=1e-12 * np.abs(X.T @ T).max())
+    np.testing.assert_allclose(terms.ttb, T.T @ y, rtol=0, atol=1e-12 * np.abs(T.T @ y).max())
+
+
+def test_blocked_residual_equals_the_direct_prediction(monkeypatch):
+    """The residual made block by block (kernelfit.core.varying.residual_valid, block FFT
+    length 20: blocks of a few pixels) equals b − convolve(a, fit.varying) − the fitted
+    background, NaN where b is masked; rounding only (1e-12 of the image scale)."""
+    from kernelfit.core import varying as core_varying
+
+    rng = np.random.default_rng(32)
+    a = rng.random((47, 52))
+    b = rng.random((43, 50))             # 'valid' for a 5×3 kernel
+    mask = rng.random(b.shape) > 0.05
+    monkeypatch.setattr(core_varying, "RESIDUAL_FFT_LENGTH", 20)
+    fit = kf.estimate(a, b, (5, 3), variation=2, background=1, mask=mask)
+    background = fit.info["background"]["monomials"]
+    y, x = np.mgrid[:43, :50]
+    sy, sx = 2 * y / 42 - 1, 2 * x / 49 - 1
+    sky = background["1"] + background["x"] * sx + background["y"] * sy
+    expected = b - kf.convolve(a, fit.varying, boundary="valid") - sky
+    expected[~mask] = np.nan
+    np.testing.assert_allclose(fit.residual, expected, rtol=0, atol=1e-12, equal_nan=True)
 
 
 @pytest.mark.parametrize("boundary", ["valid", "fill"])

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
+from math import comb
 
 import numpy as np
+import scipy.fft
 
 from .conventions import as_image, make_geometry
 from .forward import convolve as convolve_plain
+
+# The FFT length of one block of the blocked residual (:func:`residual_valid`), the kernel's
+# rows and columns included: small enough for a block's transforms to stay in cache, large
+# enough that the kernel's overlap is a small part (measured, see BENCHMARKS.md).  Read at
+# call time, so tests may lower it.
+RESIDUAL_FFT_LENGTH = 256
 
 
 def check_variation(degree) -> int:
@@ -87,6 +95,22 @@ def grid_positions(frame, n: int) -> tuple[np.ndarray, np.ndarray]:
     ys, xs = np.meshgrid(np.linspace(0.0, frame[0] - 1, n), np.linspace(0.0, frame[1] - 1, n),
                          indexing="ij")
     return ys.ravel(), xs.ravel()
+
+
+def translation_blocks(shape, center, powers, frame) -> np.ndarray:
+    """``M[j, s, t]`` with ``m_s(ζ + δ_j) = Σ_t M[j, s, t]·m_t(ζ)``, ``δ_j`` the scaled offset
+    ``j − center`` of kernel pixel ``j``: the blocks of ``B`` in ``X_ext = X_T · B``."""
+    kh, kw = shape
+    p, T = kh * kw, len(powers)
+    gy, gx = (2.0 / (n - 1) if n > 1 else 0.0 for n in frame)
+    jy, jx = np.divmod(np.arange(p), kw)
+    dy, dx = (jy - center[0]) * gy, (jx - center[1]) * gx
+    M = np.zeros((p, T, T))
+    for s, (ps, qs) in enumerate(powers):
+        for t, (pt, qt) in enumerate(powers):
+            if pt <= ps and qt <= qs:
+                M[:, s, t] = comb(ps, pt) * comb(qs, qt) * dy ** (ps - pt) * dx ** (qs - qt)
+    return M
 
 
 @dataclass
@@ -181,3 +205,80 @@ def _weighted_sum(planes, powers, rows, cols, frame) -> np.ndarray:
     for plane, (p, q) in zip(planes, powers):
         out += (sy ** p)[:, None] * (sx ** q)[None, :] * plane
     return out
+
+
+def residual_valid(observed, extended, varying: VaryingKernel, first, *, background=None,
+                   out=None) -> np.ndarray:
+    """``observed − Σ_t m_t ⊙ (P ⊛ k_t) − background`` over the 'valid' output of ``P``.
+
+    The prediction is computed block by block in the input-weighted form ``Σ_t a_t ⊛ k'_t``
+    (``a_t = m_t(ζ) ⊙ P`` with ``ζ`` the output pixel an input pixel lands on through the
+    kernel centre, ``k'_t[j] = Σ_s M[j, s, t]·k_s[j]``, :func:`translation_blocks`): ``T``
+    forward transforms of cache-sized blocks and one inverse, the terms summed in frequency
+    space; the prediction is never held whole.
+
+    Parameters
+    ----------
+    observed : (H, W) ndarray
+        ``H, W = P.shape − kernel shape + 1``.
+    extended : ndarray
+        The extended image ``P``.
+    varying : VaryingKernel
+    first : (int, int)
+        The frame pixel (row, column) of output pixel ``(0, 0)``.
+    background : (U, V) or None
+        A background given as the product ``U @ V.T`` (``U`` with ``H`` rows, ``V`` with
+        ``W``), e.g. a separable polynomial.
+    out : (H, W) ndarray, optional
+        Where to write (may be ``observed`` itself, or a view into a larger array).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> P = rng.random((30, 40))
+    >>> vk = VaryingKernel(rng.random((3, 3, 5)), 1, frame=(28, 36), center=(1, 2),
+    ...                    origin=(1, 2))          # a 'valid' b is the frame
+    >>> b = vk.convolve(P, boundary="valid")
+    >>> bool(np.abs(residual_valid(b, P, vk, (0, 0))).max() < 1e-12)
+    True
+    """
+    (kh, kw), (cy, cx) = varying.shape, varying.center
+    H, W = extended.shape[0] - kh + 1, extended.shape[1] - kw + 1
+    out = np.empty((H, W)) if out is None else out
+    (Ly, Ny), (Lx, Nx) = (_residual_block(n, k) for n, k in ((H, kh), (W, kw)))
+    M = translation_blocks(varying.shape, varying.center, varying.powers, varying.frame)
+    p = kh * kw
+    input_basis = np.einsum("jst,sj->tj", M, varying.coefficients.reshape(-1, p))
+    spectra = scipy.fft.rfft2(input_basis.reshape(-1, kh, kw), (Ny, Nx))
+    # ζ of every row and column of P: input pixel z lands on output z − (k − 1) + center.
+    zy = scaled(np.arange(extended.shape[0]) + first[0] - (kh - 1) + cy, varying.frame[0])
+    zx = scaled(np.arange(extended.shape[1]) + first[1] - (kw - 1) + cx, varying.frame[1])
+    channels = np.empty((len(varying.powers), Ny, Nx))
+    for y0 in range(0, H, Ly):
+        y1 = min(y0 + Ly, H)
+        for x0 in range(0, W, Lx):
+            x1 = min(x0 + Lx, W)
+            rows, cols = slice(y0, y1 + kh - 1), slice(x0, x1 + kw - 1)
+            h, w = y1 - y0 + kh - 1, x1 - x0 + kw - 1
+            channels.fill(0.0)
+            for t, (p_, q) in enumerate(varying.powers):
+                np.multiply((zy[rows] ** p_)[:, None] * extended[rows, cols],
+                            (zx[cols] ** q)[None, :], out=channels[t, :h, :w])
+            total = np.einsum("tyx,tyx->yx", scipy.fft.rfft2(channels), spectra)
+            prediction = scipy.fft.irfft2(total, (Ny, Nx))[kh - 1:h, kw - 1:w]
+            values = np.subtract(observed[y0:y1, x0:x1], prediction, dtype=np.float64)
+            if background is not None:
+                values -= background[0][y0:y1] @ background[1][x0:x1].T
+            out[y0:y1, x0:x1] = values
+    return out
+
+
+def _residual_block(n, k) -> tuple[int, int]:
+    """``(block, transform length)`` along an axis of ``n`` outputs for a kernel of ``k``:
+    near-equal blocks whose transform (``block + k − 1``) has length
+    :data:`RESIDUAL_FFT_LENGTH` (one block of the smallest fast length when all fit)."""
+    if n + k - 1 <= RESIDUAL_FFT_LENGTH:
+        return n, scipy.fft.next_fast_len(n + k - 1, real=True)
+    width = max(RESIDUAL_FFT_LENGTH - (k - 1), 1)
+    width = -(-n // -(-n // width))
+    return width, max(RESIDUAL_FFT_LENGTH, width + k - 1)

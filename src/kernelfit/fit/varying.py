@@ -22,11 +22,13 @@ Statistics without a ``p·T``-column design
     ordinary ``T``-input convolution design ``X_T`` with ``X_ext = X_T · B`` (``B``
     block-diagonal over kernel pixels, ``T × T`` triangular blocks).  ``X_Tᵀ X_T`` consists of
     cross-Grams ``Σ_i a_s[i+u] a_t[i+v]``, which have the shift structure again: the core of
-    the image by one FFT correlation, the bands by batched 1-D correlations
-    (:func:`cross_gram`, the two-image form of :func:`kernelfit.stats.gram_fft`).  Then
-    ``G = Bᵀ (X_Tᵀ X_T) B``, ``c = Bᵀ X_Tᵀ b``: exact, at ``T(T+1)/2`` Gram costs instead of
-    im2col's ``N·(pT)²``.  Masked pixels are subtracted explicitly (or, when most are masked,
-    the kept ones summed explicitly).
+    the image by FFT correlations summed over cache-sized blocks in frequency space, the bands
+    by batched 1-D correlations of monomial-weighted rows
+    (:mod:`kernelfit.stats.varying_lags`).  Then ``G = Bᵀ (X_Tᵀ X_T) B``, ``c = Bᵀ X_Tᵀ b``:
+    exact, at ``2T + 1`` small transforms per block instead of im2col's ``N·(pT)²``.  Masked
+    pixels are subtracted explicitly (or, when most are masked, the kept ones summed
+    explicitly).  A background's cross terms are one separable matrix product, and the
+    residual is made block by block (:func:`kernelfit.core.varying.residual_valid`).
 
 Regularisers and constraints, on the same statistics of the ``T·p`` coefficients
     ``reg`` penalises every term alike, ``lam·Σ_t R(k_t)`` (penalty ``I_T ⊗ LᵀL``), with
@@ -49,13 +51,12 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..core.forward import convolve_extended
 from ..core.varying import (
     VaryingKernel,
     _output_origin,
-    _weighted_sum,
     grid_positions,
     monomial_powers,
+    residual_valid,
     term_names,
     term_values,
 )
@@ -65,12 +66,7 @@ from ..select.direct import choose_lambda
 from ..solvers.direct import solve_normal_equations
 from ..solvers.linear_constraints import solve_linearly_constrained
 from ..solvers.regularisers import penalty_matrix
-from ..stats.background import (
-    background_coefficients,
-    background_image,
-    fitted_background,
-    profile_out,
-)
+from ..stats.background import background_coefficients, fitted_background, profile_out
 from ..stats.varying import _common_frame, varying_background_terms, varying_statistics
 
 # The direct solve holds a (p·T)² Gram matrix and factors it in O((p·T)³): 4096 unknowns is
@@ -109,31 +105,35 @@ class VaryingKernelFit(KernelFit):
 
 
 class _Residuals:
-    """``b − Σ_t m_t ⊙ (a ⊛ k_t)`` per pair, NaN where unused; made on first access."""
+    """``b − Σ_t m_t ⊙ (a ⊛ k_t) − background`` per pair, NaN where unused; made on first
+    access, block by block (:func:`kernelfit.core.varying.residual_valid`)."""
 
     def __init__(self, pairs, varying: VaryingKernel, single, backgrounds=None):
         self._pairs, self._varying, self._single = pairs, varying, single
-        # The fitted background over each pair's used rectangle, or None.
-        self._backgrounds = backgrounds or [0.0] * len(pairs)
+        # Each pair's fitted background as factors (U, V), U @ V.T over the used rectangle.
+        self._backgrounds = backgrounds or [None] * len(pairs)
         self._images = None
 
     def __call__(self):
         if self._images is None:
-            self._images = [pair.embed(pair.b_used - self.prediction(pair) - background)
+            self._images = [self._residual(pair, background)
                             for pair, background in zip(self._pairs, self._backgrounds)]
         return self._images[0] if self._single else self._images
 
-    def prediction(self, pair) -> np.ndarray:
-        """The model over the used rectangle of ``pair``'s ``b``."""
-        vk = self._varying
-        planes = [convolve_extended(pair.extended, k) for k in vk.coefficients]
-        rows = np.arange(planes[0].shape[0]) + pair.geometry.used[0].indices(vk.frame[0])[0]
-        cols = np.arange(planes[0].shape[1]) + pair.geometry.used[1].indices(vk.frame[1])[0]
-        return _weighted_sum(planes, vk.powers, rows, cols, vk.frame)
+    def _residual(self, pair, background) -> np.ndarray:
+        out = np.full(pair.b_shape, np.nan)
+        used = out[pair.geometry.used]
+        first = tuple(axis.indices(n)[0] for axis, n in zip(pair.geometry.used, pair.b_shape))
+        residual_valid(pair.b_used, pair.extended, self._varying, first,
+                       background=background, out=used)
+        if pair.use is not None:
+            used[~pair.use] = np.nan
+        return out
 
     def sum_of_squares(self) -> float:
-        self()
-        return float(sum(np.nansum(r * r) for r in self._images))
+        images = self()
+        images = [images] if self._single else images
+        return float(sum(np.nansum(r * r) for r in images))
 
 
 def _uncertainty(stats, solved, residuals):
@@ -260,8 +260,7 @@ def fit_varying(pairs, shape, degree, *, background, single, reg=None, lam="auto
     fitted, background_info = (None, None) if not terms else \
         fitted_background(terms, solution.kernel, single=single)
     backgrounds = None if not terms else [
-        background_image(t, background_coefficients(t, solution.kernel), full=False)
-        for t in terms]
+        t.basis.factors(background_coefficients(t, solution.kernel)) for t in terms]
     residuals = _Residuals(pairs, varying, single, backgrounds)
     noise, cov, stderr = _uncertainty(stats, solution, residuals)
     p = shape[0] * shape[1]

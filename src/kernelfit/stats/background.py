@@ -147,6 +147,12 @@ class BackgroundBasis:
         """``Σ_t β_t T_t`` over the used rectangle."""
         return self.vy @ self._coefficient_grid(beta) @ self.vx.T
 
+    def factors(self, beta) -> tuple[np.ndarray, np.ndarray]:
+        """``(U, V)`` with ``U @ V.T = evaluate(beta)``: the background as a product of a
+        ``Ho × (d+1)`` and a ``Wo × (d+1)`` array, for callers that need it only block by
+        block."""
+        return self.vy @ self._coefficient_grid(beta), self.vx
+
     def transpose_apply(self, image) -> np.ndarray:
         """``Tᵀ image``: ``Σ_pixels T_t · image`` for every term ``t`` (``m`` values)."""
         full = self.vy.T @ np.asarray(image, dtype=np.float64) @ self.vx   # [j, i]
@@ -257,7 +263,7 @@ class ProfiledStatistics(SufficientStatistics):
 
 
 def background_terms(pair: PreparedPair, shape, degree, *, spectrum=None,
-                     weights=None) -> BackgroundTerms:
+                     weights=None, cross=None) -> BackgroundTerms:
     """``XᵀWT``, ``TᵀWT`` and ``TᵀWb`` of one prepared pair.
 
     Parameters
@@ -274,6 +280,10 @@ def background_terms(pair: PreparedPair, shape, degree, *, spectrum=None,
     weights : ndarray like ``pair.b_used``, optional
         Non-negative pixel weights (IRLS); multiplied by the pair's use mask.  Pass the same
         weights to :func:`kernelfit.stats.statistics`.
+    cross : ndarray, optional
+        ``XᵀWT`` when the caller computed it another way (the varying kernel's design has its
+        own columns, :func:`kernelfit.stats.varying.varying_background_terms`); it is used
+        as given and no FFT is made.
 
     Returns
     -------
@@ -320,6 +330,9 @@ def background_terms(pair: PreparedPair, shape, degree, *, spectrum=None,
             f"background={degree}: the {n_used} used pixels of b do not determine a polynomial "
             f"of degree {degree} (TᵀWT has condition number {condition:.1e}); use a lower degree"
         )
+    if cross is not None:
+        return BackgroundTerms(basis, cross, ttt, ttb, w, n_used, shape, pair.geometry.used,
+                               tuple(pair.b_shape))
     if spectrum is None:
         spectrum = ExtendedSpectrum(pair.extended, shape)
     cross = np.empty((shape[0] * shape[1], m))

@@ -1,25 +1,26 @@
-"""(moved from kernelfit.variation)"""
+"""Sufficient statistics of a spatially varying kernel's extended design (``variation=``).
+
+The extended design has ``T·p`` columns ``m_s(i)·P[i + center − j]``.  Its statistics come
+from the channel design ``X_T`` (inputs ``a_t = m_t(ζ) ⊙ P``, coordinates of the input pixel)
+through ``X_ext = X_T·B`` (:func:`kernelfit.core.varying.translation_blocks`):
+``G = Bᵀ (X_TᵀX_T) B``, ``c = Bᵀ X_Tᵀ b``.  ``X_TᵀX_T`` consists of the channels'
+cross-Grams, computed exactly by blocks (:mod:`kernelfit.stats.varying_lags`); masked pixels
+are subtracted explicitly, or, when most are masked, the kept ones summed explicitly.  A
+polynomial background's cross terms ``X_TᵀT`` are one matrix sandwich, since the basis and
+the channel weights are separable (:func:`varying_background_terms`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from math import comb
 
 import numpy as np
-import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..core import tiling
-from ..core.forward import ExtendedSpectrum
-from ..core.varying import monomial_powers, scaled
-from .background import BackgroundTerms, background_terms
-from .gram import (
-    SufficientStatistics,
-    _band_indices,
-    _band_lag_sums,
-    _rectangle_sums,
-    _scatter_lag,
-)
+from ..core.varying import monomial_powers, translation_blocks
+from .background import BackgroundBasis, BackgroundTerms, background_terms, check_degree
+from .gram import SufficientStatistics
+from .varying_lags import ChannelGeometry, band_sums, core_lag_sums, cross_gram
 
 # Explicit (im2col) sums cost N·(p·T)² multiply-adds; below this the FFT set-up does not pay
 # (the same threshold as kernelfit.stats.choose_method).
@@ -46,187 +47,158 @@ def _common_frame(pairs, degree) -> tuple[int, int]:
 def varying_statistics(pair, shape, degree, *, frame, method=None) -> SufficientStatistics:
     """Statistics of the extended design: ``shape`` ``(T, kh, kw)``, entries in C order.
 
-    ``method``: ``None`` chooses, ``'fft'`` or ``'im2col'`` force one (tests, benchmarks).
+    ``method``: ``None`` chooses, ``'fft'`` (the blocked cross-Grams of
+    :mod:`kernelfit.stats.varying_lags`) or ``'im2col'`` force one (tests, benchmarks).
     """
     kh, kw = shape
     powers = monomial_powers(degree)
-    G, c = None, None
-    for rows, cols in _tiles(pair.b_used.shape, shape):
-        # A tile of b's used rectangle and its footprint in the extended image: the sums
-        # over output pixels add up, and large images never hold T whole-image channels.
-        channels = input_channels(pair, shape, powers, frame, rows=rows, cols=cols)
-        use = None if pair.use is None else pair.use[rows, cols]
-        G_tile, c_tile = _multichannel_statistics(channels, pair.b_used[rows, cols], shape,
-                                                  use, method)
-        G, c = (G_tile, c_tile) if G is None else (G + G_tile, c + c_tile)
-    # Flipped (correlation) order u -> convolution order j, within every term's block.
+    channels = ChannelGeometry(pair, shape, powers, frame)
+    method = _choose_method(pair, shape, len(powers), method)
+    if method == "im2col":
+        G, c, _ = _explicit_sums(pair, channels, pair.use)
+    else:
+        G, c = _fft_sums(pair, channels)
+        if pair.use is not None:
+            # b is 0 at the dropped pixels, so only the Gram keeps their contribution.
+            G -= _explicit_sums(pair, channels, ~pair.use)[0]
     p = kh * kw
+    # Flipped (correlation) order u -> convolution order j, within every term's block.
     order = (np.arange(len(powers))[:, None] * p + np.arange(p)[None, ::-1]).ravel()
     G, c = G[np.ix_(order, order)], c[order]
-    B = translation_matrix(shape, pair.geometry.center, powers, frame)
-    return SufficientStatistics(B.T @ G @ B, B.T @ c, float(np.sum(pair.b_used ** 2)),
-                                pair.n_used, (len(powers), kh, kw))
+    M = translation_blocks(shape, pair.geometry.center, powers, frame)
+    return SufficientStatistics(_congruence(G, M), _translate(c, M),
+                                float(np.sum(pair.b_used ** 2)), pair.n_used,
+                                (len(powers), kh, kw))
+
+
+def _choose_method(pair, shape, T, method):
+    """``'fft'`` unless the image is too small for a core or im2col is cheaper (or most of
+    ``b`` is dropped, when summing the kept pixels beats subtracting the dropped ones)."""
+    Ph, Pw = pair.extended.shape
+    has_core = all(n - k + 1 >= k for n, k in zip((Ph, Pw), shape))
+    if method is None:
+        n_kept = pair.n_used
+        work = pair.b_used.size * (T * shape[0] * shape[1]) ** 2
+        method = "fft" if has_core and work > _EXPLICIT_WORK_LIMIT \
+            and 2 * n_kept > pair.b_used.size else "im2col"
+    if method not in ("fft", "im2col"):
+        raise ValueError(f"method={method!r} must be None, 'fft' or 'im2col'")
+    if method == "fft" and not has_core:
+        raise ValueError(f"method='fft' needs an image at least twice the kernel {shape}")
+    return method
 
 
 def varying_background_terms(pair, shape, degree, frame, background) -> BackgroundTerms:
     """:func:`kernelfit.background.background_terms` for the extended design: ``XᵀWT`` has
     one row per coefficient of every term ``k_t`` (``X_ext = X_T·B``, so it is
-    ``Bᵀ·X_TᵀWT``, ``X_TᵀWT`` the correlations of each channel ``m_t ⊙ P`` with ``W·T_s``)."""
-    plain = background_terms(pair, shape, background)
+    ``Bᵀ·X_TᵀWT``).
+
+    The basis images and the channels are separable (products of a function of the row and
+    one of the column), so ``X_TᵀT`` over all pixels is one matrix sandwich ``V_y·P·V_xᵀ``
+    (:func:`_separable_cross`); the pixels a mask drops are then subtracted explicitly.
+    """
     powers = monomial_powers(degree)
-    images = [plain.basis.image(s) if plain.weights is None
-              else plain.weights * plain.basis.image(s) for s in range(len(plain.basis))]
-    # The constant term's channel is P itself, whose correlations background_terms made.
-    blocks = [plain.cross]
-    for channel in input_channels(pair, shape, powers[1:], frame):
-        spectrum = ExtendedSpectrum(channel, shape)
-        # correlate_valid is in flipped order: flip back to convolution order.
-        blocks.append(np.stack([spectrum.correlate_valid(image)[::-1, ::-1].ravel()
-                                for image in images], axis=1))
-    cross = translation_matrix(shape, pair.geometry.center, powers, frame).T @ np.vstack(blocks)
-    return dataclasses.replace(plain, cross=cross,
+    channels = ChannelGeometry(pair, shape, powers, frame)
+    basis = BackgroundBasis(pair.b_used.shape, check_degree(background))
+    cross = _separable_cross(pair.extended, basis, channels)
+    if pair.use is not None and not pair.use.all():
+        cross -= _explicit_sums(pair, channels, ~pair.use, basis=basis)[2]
+    p = shape[0] * shape[1]
+    # Flipped order u -> convolution order j within each term's block, then X_ext = X_T·B.
+    cross = cross.reshape(len(powers), shape[0], shape[1], -1)[:, ::-1, ::-1]
+    cross = cross.reshape(len(powers) * p, -1)
+    M = translation_blocks(shape, pair.geometry.center, powers, frame)
+    plain = background_terms(pair, shape, background, cross=np.zeros((p, len(basis))))
+    return dataclasses.replace(plain, cross=_translate(cross, M),
                                kernel_shape=(len(powers),) + tuple(shape))
 
 
-def input_channels(pair, shape, powers, frame, *, rows=slice(None),
-                   cols=slice(None)) -> list[np.ndarray]:
-    """``a_t = m_t(ζ) ⊙ P``: the extended image times each term at the coordinate ``ζ`` (in
-    ``b``'s frame) of the output pixel each of its pixels lands on through the kernel centre.
+def _separable_cross(P, basis, channels) -> np.ndarray:
+    """``X_TᵀT`` over every pixel, ``(T·p, m)`` in flipped order: ``Σ_i T_r(i)·a_t(i+u)``.
 
-    ``rows``, ``cols`` (slices of ``b``'s used rectangle, step 1) restrict it to the part of
-    ``P`` under those output pixels.
+    With ``z = i + u``, ``T_r(z − u)·a_t(z) = P(z)·[L_j(z_y − u_y)·ζ_y^p] [L_i(z_x − u_x)·ζ_x^q]``
+    (``T_r = L_j(y)·L_i(x)``, ``m_t = ζ_y^p ζ_x^q``): one product ``V_y·P·V_xᵀ`` holds
+    every ``(r, t, u)``.
     """
-    geometry = pair.geometry
-    (kh, kw), (cy, cx) = shape, geometry.center
-    oy = geometry.used[0].indices(frame[0])[0]
-    ox = geometry.used[1].indices(frame[1])[0]
-    Ph, Pw = pair.extended.shape
-    y0, y1, _ = rows.indices(Ph - kh + 1)
-    x0, x1, _ = cols.indices(Pw - kw + 1)
-    sy = scaled(np.arange(y0, y1 + kh - 1) - (kh - 1) + cy + oy, frame[0])
-    sx = scaled(np.arange(x0, x1 + kw - 1) - (kw - 1) + cx + ox, frame[1])
-    P = pair.extended[y0:y1 + kh - 1, x0:x1 + kw - 1]
-    return [(sy ** p)[:, None] * (sx ** q)[None, :] * P for p, q in powers]
+    kh, kw = channels.shape
+    top = 1 + max(max(p, q) for p, q in channels.powers)
+    Vy = _shifted_products(basis.vy, channels.ypow[:top], kh, P.shape[0])   # [j, p, uy, z_y]
+    Vx = _shifted_products(basis.vx, channels.xpow[:top], kw, P.shape[1])   # [i, q, ux, z_x]
+    M = (Vy.reshape(-1, P.shape[0]) @ P) @ Vx.reshape(-1, P.shape[1]).T
+    M = M.reshape(Vy.shape[:3] + Vx.shape[:3])                         # [j, p, uy, i, q, ux]
+    T, p = len(channels.powers), kh * kw
+    cross = np.empty((T, p, len(basis)))
+    for r, (i, j) in enumerate(basis.powers):
+        for t, (pt, qt) in enumerate(channels.powers):
+            cross[t, :, r] = M[j, pt, :, i, qt, :].ravel()
+    return cross.reshape(T * p, len(basis))
 
 
-def _tiles(b_shape, shape):
-    """``(rows, cols)`` slices cutting ``b``'s used rectangle into tiles of about
-    ``tiling.STATISTICS_TILE``² pixels when it has more than ``tiling.TILED_ABOVE`` (as the plain statistics do,
-    :mod:`kernelfit.stats`), else the whole rectangle."""
-    if b_shape[0] * b_shape[1] <= tiling.TILED_ABOVE:
-        return [(slice(0, b_shape[0]), slice(0, b_shape[1]))]
-    return tiling.tile_slices(b_shape, tiling.STATISTICS_TILE)
+def _shifted_products(legendre_columns, powers, k, n) -> np.ndarray:
+    """``V[j, p, u, z] = L_j(z − u)·ζ(z)^p`` where ``0 ≤ z − u < len(L)``, else 0."""
+    length = legendre_columns.shape[0]
+    V = np.zeros((legendre_columns.shape[1], powers.shape[0], k, n))
+    for u in range(k):
+        V[:, :, u, u:u + length] = legendre_columns.T[:, None, :] * powers[None, :, u:u + length]
+    return V
 
 
-def translation_matrix(shape, center, powers, frame) -> np.ndarray:
-    """``B`` with ``X_ext = X_T · B``: ``m_s(ζ + δ_j) = Σ_t M_j[s, t] m_t(ζ)``, ``δ_j`` the
-    scaled offset ``j − center`` of kernel pixel ``j``; ``B[t·p + j, s·p + j] = M_j[s, t]``."""
-    kh, kw = shape
-    p, T = kh * kw, len(powers)
-    gy, gx = (2.0 / (n - 1) if n > 1 else 0.0 for n in frame)
-    jy, jx = np.divmod(np.arange(p), kw)
-    dy, dx = (jy - center[0]) * gy, (jx - center[1]) * gx
-    B = np.zeros((T * p, T * p))
-    diagonal = np.arange(p)
-    for s, (ps, qs) in enumerate(powers):
-        for t, (pt, qt) in enumerate(powers):
-            if pt <= ps and qt <= qs:
-                value = comb(ps, pt) * comb(qs, qt) * dy ** (ps - pt) * dx ** (qs - qt)
-                B[t * p + diagonal, s * p + diagonal] = value
-    return B
+def _translate(X, M) -> np.ndarray:
+    """``Bᵀ X`` for ``X`` with ``T·p`` rows (a vector or a matrix)."""
+    p, T = M.shape[0], M.shape[1]
+    shaped = X.reshape((T, p) + X.shape[1:])
+    return np.einsum("jst,tj...->sj...", M, shaped).reshape(X.shape)
 
 
-def _multichannel_statistics(channels, b, shape, use, method):
-    """``Σ_i x_i x_iᵀ`` and ``Σ_i b_i x_i`` over the used pixels, ``x_i`` the footprints of
-    every channel concatenated (flipped order ``t·p + u``)."""
-    T, p = len(channels), shape[0] * shape[1]
-    n_kept = b.size if use is None else int(use.sum())
-    has_core = all(n - k + 1 >= k for n, k in zip(channels[0].shape, shape))
-    if method is None:
-        work = b.size * (T * p) ** 2
-        method = "fft" if has_core and work > _EXPLICIT_WORK_LIMIT \
-            and 2 * n_kept > b.size else "im2col"
-    if method == "im2col":
-        return _explicit_sums(channels, b, shape, use)
-    if not has_core:
-        raise ValueError(f"method='fft' needs an image at least twice the kernel {shape}")
-    G, c = _fft_sums(channels, b, shape)
-    if use is not None:
-        # b is 0 at the dropped pixels, so only the Gram keeps their contribution.
-        G -= _explicit_sums(channels, b, shape, ~use)[0]
-    return G, c
+def _congruence(G, M) -> np.ndarray:
+    """``Bᵀ G B`` in ``O(T³p²)`` (``B`` is diagonal within each ``T × T`` block pair)."""
+    p, T = M.shape[0], M.shape[1]
+    left = np.einsum("jst,tjvl->sjvl", M, G.reshape(T, p, T, p), optimize=True)
+    return np.einsum("lwv,sjvl->sjwl", M, left, optimize=True).reshape(T * p, T * p)
 
 
-def _explicit_sums(channels, b, shape, pixels):
-    """im2col sums over ``pixels`` (bool like ``b``, ``None`` = all), in bounded chunks."""
-    kh, kw = shape
-    T, p = len(channels), kh * kw
-    windows = [sliding_window_view(channel, shape) for channel in channels]
-    G, c = np.zeros((T * p, T * p)), np.zeros(T * p)
+def _explicit_sums(pair, channels, pixels, *, basis=None):
+    """im2col sums over ``pixels`` (bool like ``b``, ``None`` = all), in bounded chunks of
+    rows, the channels made chunk by chunk: ``(Σ x_i x_iᵀ, Σ b_i x_i, Σ x_i T(i)ᵀ)`` (the last
+    with ``basis``, else None), ``x_i`` the footprints of every channel (flipped order)."""
+    kh, kw = channels.shape
+    T, p = len(channels.powers), kh * kw
+    b = pair.b_used
     Ho, Wo = b.shape
+    G, c = np.zeros((T * p, T * p)), np.zeros(T * p)
+    cross = None if basis is None else np.zeros((T * p, len(basis)))
     step = max(1, _CHUNK_BYTES // (8 * T * p * Wo))
     for r0 in range(0, Ho, step):
-        rows = slice(r0, min(Ho, r0 + step))
-        keep = (slice(None),) if pixels is None else (pixels[rows],)
-        X = np.concatenate([w[rows][keep].reshape(-1, p) for w in windows], axis=1)
+        r1 = min(Ho, r0 + step)
+        keep = np.ones((r1 - r0, Wo), bool) if pixels is None else pixels[r0:r1]
+        if not keep.any():
+            continue
+        block = channels.channels(pair.extended, slice(r0, r1 + kh - 1), slice(None))
+        windows = sliding_window_view(block, (kh, kw), axis=(1, 2))     # [t, y, x, u]
+        X = np.moveaxis(windows[:, keep], 0, 1).reshape(-1, T * p)
         G += X.T @ X
-        c += X.T @ b[rows][keep].ravel()
-    return G, c
+        c += X.T @ b[r0:r1][keep]
+        if basis is not None:
+            values = np.stack([np.outer(basis.vy[r0:r1, j], basis.vx[:, i])[keep]
+                               for i, j in basis.powers], axis=1)
+            cross += X.T @ values
+    return G, c, cross
 
 
-def _fft_sums(channels, b, shape):
-    """Every cross-Gram block by :func:`cross_gram`, ``c`` by one correlation per channel."""
-    kh, kw = shape
-    ty, tx = kh - 1, kw - 1
-    T, p = len(channels), kh * kw
-    Ph, Pw = channels[0].shape
-    fft_shape = tuple(scipy.fft.next_fast_len(n, real=True) for n in (Ph, Pw))
-    hats = [scipy.fft.rfft2(channel, fft_shape) for channel in channels]
-    b_hat = np.conj(scipy.fft.rfft2(b, fft_shape))
-    # Lags stay within the image (b and the core are inset by the kernel), so the transform
-    # length P.shape has no wrap-around (see kernelfit.forward.ExtendedSpectrum).
-    c = np.concatenate([scipy.fft.irfft2(b_hat * hat, fft_shape)[:kh, :kw].ravel()
-                        for hat in hats])
-    core = (slice(ty, Ph - ty), slice(tx, Pw - tx))
+def _fft_sums(pair, channels):
+    """Every cross-Gram block from the blocked core lag sums and the monomial band sums
+    (:mod:`kernelfit.stats.varying_lags`), ``c`` from the same blocks."""
+    kh, kw = channels.shape
+    T, p = len(channels.powers), kh * kw
+    P = pair.extended
+    S, c = core_lag_sums(P, pair.b_used, channels)
+    rows, cols, strip_rows, _ = band_sums(P, channels)
+    strips = channels.channels(P, strip_rows, slice(None))
     G = np.empty((T * p, T * p))
-    for s in range(T):
-        core_hat = np.conj(scipy.fft.rfft2(channels[s][core], fft_shape))
-        for t in range(s, T):
-            lag_sums = scipy.fft.irfft2(core_hat * hats[t], fft_shape)[:2 * ty + 1, :2 * tx + 1]
-            block = cross_gram(channels[s], channels[t], shape, core_lag_sums=lag_sums)
+    for t in range(T):
+        for s in range(t + 1):
+            block = cross_gram(strips[s], strips[t], channels.shape, core_lag_sums=S[t][s],
+                               row_band_sums=rows[t][s], col_band_sums=cols[t][s])
             G[s * p:(s + 1) * p, t * p:(t + 1) * p] = block
             G[t * p:(t + 1) * p, s * p:(s + 1) * p] = block.T
-    return G, c
-
-
-def cross_gram(P1, P2, shape, *, core_lag_sums) -> np.ndarray:
-    """``C[u, v] = Σ_i P1[i+u]·P2[i+v]`` (flipped-kernel order), exactly, for two images of
-    one shape; ``core_lag_sums[d + t] = Σ_{z in core} P1(z)·P2(z+d)``.
-
-    The algorithm of :func:`kernelfit.stats.gram_fft` with the two factors told apart: core
-    lag sums, band rows and columns by batched 1-D correlations, corners directly, then the
-    sums over every moving rectangle by cumulative sums.
-    """
-    kh, kw = shape
-    ty, tx = kh - 1, kw - 1
-    row_band_sums = _band_lag_sums(P1, ty, tx, P2)                       # [m, dy, dx]
-    col_band_sums = _band_lag_sums(P1.T, tx, ty, P2.T).transpose(0, 2, 1)  # [n, dy, dx]
-    rows, cols = _band_indices(P1.shape[0], ty), _band_indices(P1.shape[1], tx)
-    P2_padded = np.pad(P2, ((ty, ty), (tx, tx)))
-    band_r = np.r_[0:ty, ty + 1:2 * ty + 1]
-    band_s = np.r_[0:tx, tx + 1:2 * tx + 1]
-    p = kh * kw
-    C = np.zeros(p * p)
-    dx_all = np.arange(-tx, tx + 1)
-    corner_values = P1[np.ix_(rows, cols)][:, :, None]
-    for iy, dy in enumerate(range(-ty, ty + 1)):
-        neighbours = P2_padded[(rows + dy + ty)[:, None, None],
-                               (cols[:, None] + dx_all[None, :] + tx)[None]]   # [m, n, dx]
-        Q = np.empty((2 * tx + 1, 2 * ty + 1, 2 * tx + 1))
-        Q[:, ty, tx] = core_lag_sums[iy]
-        Q[:, band_r, tx] = row_band_sums[:, iy, :].T
-        Q[:, ty, band_s] = col_band_sums[:, iy, :].T
-        Q[:, band_r[:, None], band_s[None, :]] = (corner_values * neighbours).transpose(2, 0, 1)
-        F = _rectangle_sums(_rectangle_sums(Q, axis=1), axis=2)
-        _scatter_lag(C, F, dy, kh, kw)
-    return C.reshape(p, p)
+    return G, np.concatenate([ct.ravel() for ct in c])
