@@ -621,7 +621,7 @@ def _check_x0(x0, shape):
 # The solver
 # --------------------------------------------------------------------------------------------
 def solve_iterative(pairs, shape, *, reg=None, lam=0.0, nonneg=False, total=None, x0=None,
-                    tol=1e-6, maxiter=None, callback=None) -> IterativeSolution:
+                    tol=1e-6, maxiter=None, callback=None, noise_std=None) -> IterativeSolution:
     """Minimise ``‖W(Xk − b)‖²/n + lam·R(k)`` without forming ``X`` or ``XᵀX``.
 
     Parameters
@@ -652,6 +652,10 @@ def solve_iterative(pairs, shape, *, reg=None, lam=0.0, nonneg=False, total=None
         Iteration limit (default 3000 for CG, 5000 for proximal methods).
     callback : callable, optional
         ``callback(iteration, kernel)`` after every iteration; returning True stops.
+    noise_std : float, optional
+        The noise level of ``b`` (per pixel), known or estimated.  Proximal methods then
+        also stop once the last quarter of their iterations (at least 10) lowered ``n·F``
+        by at most ``0.1·noise_std²``: a change of the fit far below what the data resolve.
 
     Returns
     -------
@@ -687,9 +691,14 @@ def solve_iterative(pairs, shape, *, reg=None, lam=0.0, nonneg=False, total=None
     op = _as_operator(pairs, shape)
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable: callback(iteration, kernel)")
+    if noise_std is not None and (isinstance(noise_std, bool)
+                                  or not isinstance(noise_std, numbers.Real)
+                                  or not np.isfinite(noise_std) or noise_std <= 0):
+        raise ValueError(f"noise_std={noise_std!r} must be a finite number > 0")
     if nonneg or reg in NONSMOOTH:
         return _fista(op, reg, float(lam), nonneg, total, x0, tol,
-                      maxiter or _PROX_MAXITER, callback)
+                      maxiter or _PROX_MAXITER, callback,
+                      None if noise_std is None else float(noise_std))
     maxiter = maxiter or _CG_MAXITER
     if reg in ("gradient", "laplacian") and lam > 0:
         return _solve_standard_form(op, reg, float(lam), total, x0, tol, maxiter, callback)
@@ -989,16 +998,124 @@ def _largest_eigenvalue(apply, shape, iterations=30, seed=0):
     return value
 
 
-def _fista(op, reg, lam, nonneg, total, x0, tol, maxiter, callback):
+class _Metric:
+    """The FISTA metric ``M = L0·(I + Vᵀ diag(γ) V)``, a majorant of the Hessian ``H``.
+
+    ``V`` (``r × p``, orthonormal rows) holds approximations of the ``r`` largest
+    eigenvectors of ``H`` with eigenvalues ``w``; ``L0`` bounds the rest of the spectrum and
+    ``L0·(1 + γ_i) = w_i``.  With ``r = 0`` this is the Euclidean metric of plain FISTA,
+    ``L0 = λ_max(H)``.  The step size of FISTA is set by the largest eigenvalue it has to
+    majorise: on seed 000 (gradient, λ = 0.125) ``H``'s spectrum starts 177, 55, 51, 16,
+    13, …, 1.8 (17th), so ``r = 16`` lowers it a hundredfold and FISTA needs about a tenth
+    of the iterations.  The proximal steps stay exact for separable non-smooth terms
+    (``nonneg``, ``'l1'``): see :meth:`prox`.
+    """
+
+    def __init__(self, V, gamma, L0):
+        self.V, self.gamma, self.L0 = V, gamma, float(L0)
+
+    @property
+    def rank(self) -> int:
+        return self.V.shape[0]
+
+    def times(self, d):
+        """``M d``."""
+        out = d.copy()
+        if self.rank:
+            out += (self.V.T @ (self.gamma * (self.V @ d.ravel()))).reshape(d.shape)
+        return self.L0 * out
+
+    def solve(self, d):
+        """``M⁻¹ d`` (Sherman–Morrison–Woodbury on orthonormal ``V``)."""
+        out = d.copy()
+        if self.rank:
+            shrink = self.gamma / (1.0 + self.gamma)
+            out -= (self.V.T @ (shrink * (self.V @ d.ravel()))).reshape(d.shape)
+        return out / self.L0
+
+    def scale(self, factor):
+        self.L0 *= factor
+
+    def prox(self, z, s, *, nonneg, threshold):
+        """``argmin_x (x − z)ᵀM(x − z) + 2·L0·threshold·‖x‖₁`` over ``{x ≥ 0 if nonneg}``.
+
+        The minimiser is ``x = P(z − Vᵀs)``, ``P`` the separable proximal map of
+        :func:`project` (soft threshold and/or clipping at 0), where ``s = γ∘V(x − z)``.  That
+        ``s`` minimises the strongly convex ``ψ(s) = ½sᵀγ⁻¹s + ½‖P(z − Vᵀs)‖² + sᵀVz``
+        (``½‖P(u)‖²`` has gradient ``P(u)``), found by semismooth Newton on its ``r``
+        unknowns with a backtracking line search; ``s`` of the previous step starts it, so
+        one or two Newton steps usually suffice.  Returns ``(x, s)``.
+        """
+        flat = z.ravel()
+        if not self.rank:
+            return project(z, nonneg=nonneg, threshold=threshold), s
+        V, inv_gamma = self.V, 1.0 / self.gamma
+        Vz = V @ flat
+
+        def evaluate(s):
+            u = flat - V.T @ s
+            x = project(u, nonneg=nonneg, threshold=threshold)
+            value = 0.5 * float(s @ (inv_gamma * s)) + 0.5 * float(x @ x) + float(s @ Vz)
+            return x, u, value
+
+        x, u, value = evaluate(s)
+        for _ in range(50):
+            grad = inv_gamma * s - V @ x + Vz
+            clamped = x == 0 if nonneg else np.abs(u) <= threshold
+            Vc = V[:, clamped]
+            # Jacobian γ⁻¹ + V D Vᵀ with D the free coordinates: VVᵀ = I, so subtract the
+            # clamped ones (fewer than the free ones on the kernels met so far).
+            jac = np.diag(inv_gamma + 1.0) - Vc @ Vc.T
+            step = np.linalg.solve(jac, grad)
+            t = 1.0
+            while True:
+                x_new, u_new, value_new = evaluate(s - t * step)
+                if value_new <= value - 1e-4 * t * float(grad @ step) or t < 1e-8:
+                    break
+                t *= 0.5
+            s, x, u = s - t * step, x_new, u_new
+            small = np.linalg.norm(t * step) <= 1e-10 * (1.0 + np.linalg.norm(s))
+            value = value_new
+            if small:
+                break
+        return x.reshape(z.shape), s
+
+
+# Rank of the FISTA metric (see _Metric): on seed 000 (gradient + nonneg, from the GCV
+# kernel) the error 0.447 is reached after 330 Euclidean iterations, 110 with r = 3, 50 with
+# r = 8 and 30 with r = 16, whose eigenvectors cost about 60 operator products.
+_METRIC_RANK = 16
+
+
+def _metric(hess, shape, *, rank):
+    """A majorant of the Hessian ``hess``: the low-rank metric when ``rank > 0`` and the
+    problem is large enough for it to pay, else the Euclidean ``λ_max·I``."""
+    p = shape[0] * shape[1]
+    rank = min(rank, p // 8)
+    if rank < 1:
+        top = _largest_eigenvalue(hess, shape)
+        return _Metric(np.zeros((0, p)), np.zeros(0), max(top * 1.05, 1e-300))
+    import scipy.sparse.linalg as sla
+
+    operator = sla.LinearOperator((p, p), dtype=np.float64,
+                                  matvec=lambda v: hess(v.reshape(shape)).ravel())
+    start = np.random.default_rng(0).normal(size=p)
+    # Eigenvalues to 1e-3: a majorant needs no more, backtracking absorbs the rest.
+    values, vectors = sla.eigsh(operator, k=rank + 1, which="LA", tol=1e-3, v0=start)
+    order = np.argsort(values)[::-1]
+    values, vectors = values[order], vectors[:, order]
+    L0 = max(1.05 * float(values[rank]), 1e-300)
+    gamma = np.maximum(1.05 * values[:rank] / L0 - 1.0, 0.0)
+    keep = gamma > 0
+    return _Metric(np.ascontiguousarray(vectors[:, :rank][:, keep].T), gamma[keep], L0)
+
+
+def _fista(op, reg, lam, nonneg, total, x0, tol, maxiter, callback, noise_std=None):
     n = op.n_used
     c = op.rhs / n
     bn = op.btb / n
     quad_reg = reg if reg in ("ridge", "gradient", "laplacian") and lam > 0 else None
-    if quad_reg is not None:
-        Q = penalty_matrix(quad_reg, op.shape)
-        q_max = float(penalty_eigenvalues(quad_reg, op.shape).max())
-    else:
-        Q, q_max = None, 0.0
+    Q = penalty_matrix(quad_reg, op.shape) if quad_reg is not None else None
 
     def hess(k):
         """``(B + lam·Q) k``."""
@@ -1023,27 +1140,33 @@ def _fista(op, reg, lam, nonneg, total, x0, tol, maxiter, callback):
             return nonsmooth_lam * _tv_value(k)
         return 0.0
 
+    # A low-rank metric keeps the proximal step exact only for separable terms: the sum
+    # constraint and TV couple the coefficients, and take the Euclidean metric.
+    separable = total is None and reg != "tv"
+    metric = _metric(hess, op.shape, rank=_METRIC_RANK if separable else 0)
     dual = [None]
     # The TV prox is itself iterative.  Its accuracy must keep up with the outer iteration
     # (an inexact prox makes FISTA wander at the level of its error), so it is asked for a
     # tenth of the last outer step, relative, but never less than tol/10.
     inner_tol = [1e-3]
     inner_work = [0]
+    shift = [np.zeros(metric.rank)]
 
-    def prox(v, step):
-        t = step * nonsmooth_lam
+    def prox(z):
+        # The step of plain FISTA is 1/L with L = 2·L0 (∇f = 2(Hk − c)).
+        t = nonsmooth_lam / (2.0 * metric.L0)
+        if separable:
+            x, shift[0] = metric.prox(z, shift[0], nonneg=nonneg, threshold=t)
+            return x
         if reg == "l1":
-            return project(v, nonneg=nonneg, total=total, threshold=t)
+            return project(z, nonneg=nonneg, total=total, threshold=t)
         if reg == "tv":
-            x, dual[0], used = _prox_tv(v, t, constrain, dual[0], tol=inner_tol[0],
+            x, dual[0], used = _prox_tv(z, t, constrain, dual[0], tol=inner_tol[0],
                                         maxiter=_PROX_TV_MAXITER)
             inner_work[0] += used
             return x
-        return constrain(v)
+        return constrain(z)
 
-    # Lipschitz constant of ∇f = 2(B + lam·Q)k − 2c.
-    L = 2.0 * (_largest_eigenvalue(lambda v: op.normal(v) / n, op.shape) + lam * q_max)
-    L = max(L * 1.05, 1e-300)
     x = constrain(np.zeros(op.shape) if x0 is None else x0)
     Hx = hess(x)
     F = smooth(x, Hx) + g_value(x)
@@ -1051,25 +1174,26 @@ def _fista(op, reg, lam, nonneg, total, x0, tol, maxiter, callback):
     theta = 1.0
     history = [F]
     quiet = 0
-    converged = stopped = False
+    converged = stopped = settled = False
     its = 0
     for its in range(1, maxiter + 1):
-        grad = 2.0 * (Hy - c)
         while True:
-            x_new = prox(y - grad / L, 1.0 / L)
+            # Minimise f(y) + ∇f(y)ᵀd + dᵀMd + g over d: the step z = y − M⁻¹(Hy − c).
+            x_new = prox(y - metric.solve(Hy - c))
             d = x_new - y
             Hx_new = hess(x_new)
-            # f is quadratic: f(y + d) = f(y) + ∇f(y)ᵀd + dᵀHd exactly, so the sufficient
-            # decrease test f(y + d) <= f(y) + ∇f(y)ᵀd + (L/2)‖d‖² is dᵀHd <= (L/2)‖d‖²,
-            # evaluated without the cancellation of comparing two values of f.
-            if np.vdot(d, Hx_new - Hy) <= 0.5 * L * np.vdot(d, d) * (1 + 1e-12):
+            # f is quadratic: f(y + d) = f(y) + ∇f(y)ᵀd + dᵀHd exactly, so the majorisation
+            # test f(y + d) <= f(y) + ∇f(y)ᵀd + dᵀMd is dᵀHd <= dᵀMd, evaluated without the
+            # cancellation of comparing two values of f.
+            if np.vdot(d, Hx_new - Hy) <= np.vdot(d, metric.times(d)) * (1 + 1e-12):
                 break
-            L *= 2.0
+            metric.scale(2.0)
         f_new = smooth(x_new, Hx_new)
         F_new = f_new + g_value(x_new)
         step = np.linalg.norm(x_new - x)
-        # Adaptive restart (O'Donoghue & Candès): drop the momentum when it points uphill.
-        if np.vdot(y - x_new, x_new - x) > 0:
+        # Adaptive restart (O'Donoghue & Candès): drop the momentum when it points uphill
+        # (the generalised gradient M(y − x⁺) against the last move).
+        if np.vdot(metric.times(y - x_new), x_new - x) > 0:
             theta = 1.0
         theta_new = (1.0 + np.sqrt(1.0 + 4.0 * theta * theta)) / 2.0
         beta = (theta - 1.0) / theta_new
@@ -1089,15 +1213,24 @@ def _fista(op, reg, lam, nonneg, total, x0, tol, maxiter, callback):
         if quiet >= 3:
             converged = True
             break
+        if noise_std is not None and _settled_at_noise(history, n, noise_std):
+            converged = settled = True
+            break
     if total is not None and not nonneg:
         x = x + (total - x.sum()) / x.size
     objective = _objective(op, reg, lam, x)
     size = max(np.linalg.norm(x), 1e-300)
+    metric_note = (f"metric of rank {metric.rank}" if metric.rank else "Euclidean metric")
     if stopped:
         message = f"FISTA: stopped by the callback after {its} iterations"
+    elif settled:
+        message = (f"FISTA ({metric_note}): converged at the noise level after {its} "
+                   f"iterations: the last {_window(its)} improved n·F by "
+                   f"{n * (history[-1 - _window(its)] - history[-1]):.3g} <= "
+                   f"{_NOISE_FRACTION:g}·noise_std² (noise_std={noise_std:.4g})")
     elif converged:
-        message = (f"FISTA: converged, proximal-gradient step <= tol={tol:g}·‖k‖ three "
-                   f"times in a row, after {its} iterations")
+        message = (f"FISTA ({metric_note}): converged, proximal-gradient step "
+                   f"<= tol={tol:g}·‖k‖ three times in a row, after {its} iterations")
     else:
         message = (f"FISTA: NOT converged after maxiter={maxiter} iterations (last "
                    f"proximal-gradient step {np.linalg.norm(d) / size:.2e}·‖k‖, last move "
@@ -1106,6 +1239,27 @@ def _fista(op, reg, lam, nonneg, total, x0, tol, maxiter, callback):
     if reg == "tv":
         message += f" ({inner_work[0]} inner iterations of the TV proximal map)"
     return IterativeSolution(x, converged, its, history, message, "fista", objective)
+
+
+# The noise-level stop of FISTA: the objective F (a mean over n pixels) counts as settled
+# when the last quarter of the iterations (at least 10) lowered n·F -- the residual sum of
+# squares plus n·lam·R -- by at most this fraction of one pixel's noise variance.  The noise
+# alone moves the residual sum of squares by about σ²·√(2n) from one draw to the next, so
+# the change left is far below what the data resolve.  On seed 000 (gradient + nonneg) it
+# stops after about 150 iterations with the kernel error 0.2 % from that of a run 10× longer.
+_NOISE_FRACTION = 0.1
+
+
+def _window(its):
+    return max(10, its // 4)
+
+
+def _settled_at_noise(history, n, noise_std) -> bool:
+    its = len(history) - 1
+    back = _window(its)
+    if its < 2 * back:
+        return False
+    return n * (history[-1 - back] - history[-1]) <= _NOISE_FRACTION * noise_std ** 2
 
 
 # --------------------------------------------------------------------------------------------
