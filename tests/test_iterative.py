@@ -447,7 +447,9 @@ def test_hutchinson_trace_and_gcv_against_exact():
                                        atol=1e-5 * np.abs(kernel).max())
             # GCV's error then follows from the trace's: d GCV / GCV = 2 d tr / (n − tr).
             assert abs(curve.scores[i] / exact_scores[-1] - 1) <= 8 * sd / (n - trace)
-    assert curve.converged[1:4].all(), curve.message      # those within 10 % of the minimum
+    # The run stops once no λ still moving could undercut the smallest score (see
+    # _GCVMonitor); the chosen λ itself has converged.
+    assert curve.converged[int(np.argmin(curve.scores))], curve.message
     lam, scores = gcv_lambda_iterative([pair], shape, "laplacian", lams=lams[::-1],
                                        probes=probes, seed=3)
     assert lam == lams[int(np.argmin(exact_scores))] == curve.lam
