@@ -49,7 +49,11 @@ Choices, measured on seed 000 (100² binary image, 199² kernel, 39,601 unknowns
       with ``XᵀX``, and warm-starts well; the inner loop stops on its exact duality gap at a
       tenth of the last outer step (an inexact prox otherwise stalls the outer iteration).
     * Diagonal (Jacobi) metrics for FISTA did not help with ``nonneg`` (same error after
-      the same number of iterations), so the proximal steps stay Euclidean.
+      the same number of iterations).  A low-rank metric does: ``λ_max·I`` with the 16
+      largest eigendirections of the Hessian set to their own eigenvalues (``_Metric``),
+      whose proximal map stays exact for ``nonneg``/``'l1'`` (a 16-unknown semismooth
+      Newton).  Gradient + nonneg from the GCV kernel reaches the error 0.447 after 330
+      Euclidean iterations and after 30 with it.
 """
 
 from __future__ import annotations
@@ -649,7 +653,10 @@ def solve_iterative(pairs, shape, *, reg=None, lam=0.0, nonneg=False, total=None
         Jacobi-scaled) form falls to ``tol`` times its value at ``k = 0``; proximal methods
         stop when a step moves the kernel by less than ``tol·‖k‖`` (the proximal-gradient
         residual) on three successive iterations.  (With ``total`` and a quadratic or no
-        regulariser, "at ``k = 0``" means at the constant kernel ``total/p``.)
+        regulariser, "at ``k = 0``" means at the constant kernel ``total/p``.)  CG on the
+        standard form also waits for the objective to settle: its last quarter of
+        iterations (at least 10) must have lowered it by at most ``tol`` relative, because
+        there a small residual does not mean an accurate kernel.
     maxiter : int, optional
         Iteration limit (default 3000 for CG, 5000 for proximal methods).
     callback : callable, optional
@@ -658,6 +665,7 @@ def solve_iterative(pairs, shape, *, reg=None, lam=0.0, nonneg=False, total=None
         The noise level of ``b`` (per pixel), known or estimated.  Proximal methods then
         also stop once the last quarter of their iterations (at least 10) lowered ``n·F``
         by at most ``0.1·noise_std²``: a change of the fit far below what the data resolve.
+        CG on the standard form accepts that much as a settled objective too.
 
     Returns
     -------
