@@ -447,7 +447,9 @@ def test_hutchinson_trace_and_gcv_against_exact():
                                        atol=1e-5 * np.abs(kernel).max())
             # GCV's error then follows from the trace's: d GCV / GCV = 2 d tr / (n − tr).
             assert abs(curve.scores[i] / exact_scores[-1] - 1) <= 8 * sd / (n - trace)
-    assert curve.converged[1:4].all(), curve.message      # those within 10 % of the minimum
+    # The run stops once no λ still moving could undercut the smallest score (see
+    # _GCVMonitor); the chosen λ itself has converged.
+    assert curve.converged[int(np.argmin(curve.scores))], curve.message
     lam, scores = gcv_lambda_iterative([pair], shape, "laplacian", lams=lams[::-1],
                                        probes=probes, seed=3)
     assert lam == lams[int(np.argmin(exact_scores))] == curve.lam
@@ -541,3 +543,41 @@ def test_seed000_large_kernel(reg):
         print(f"  with nonneg=True: error {err_nn:.3f} ({nn.iterations} FISTA iterations, "
               f"{time.perf_counter() - started:.2f} s more)")
         assert nn.kernel.min() >= 0 and err_nn <= 0.45
+
+
+# ------------------------------------------------------------------------------------------
+# FISTA's stop at the noise level
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nonneg_noise_stop_keeps_the_long_run_error(seed):
+    """Seed 000 scaled down (40² binary image, 79² 1/r kernel, noise σ = 1): with noise_std
+    FISTA stops once the last quarter of its iterations lowered n·F by <= 0.1σ².  The
+    kernel's error then stays within 1 % of that of a run to tol=1e-8 (measured <= 0.4 %),
+    the objective within 0.5σ²/n of it (measured <= 0.04σ²/n: a few more windows of a
+    geometric tail at most), in well under half the iterations (measured a fifth)."""
+    N = 40
+    rng = np.random.default_rng(seed)
+    a = rng.binomial(1, 0.2, (N, N)).astype(float)
+    y, x = np.mgrid[:2 * N - 1, :2 * N - 1] - (N - 1)
+    k = np.where((y == 0) & (x == 0), 0.0, 1.0 / np.maximum(np.hypot(y, x), 1.0))
+    b = kf.convolve(a, k, boundary="fill") + rng.normal(size=a.shape)
+    pair = prepare_pair(a, b, k.shape, boundary="fill")
+    options = dict(reg="gradient", lam=0.1, nonneg=True, tol=1e-8)
+    long = solve_iterative([pair], k.shape, maxiter=20000, **options)
+    short = solve_iterative([pair], k.shape, noise_std=1.0, **options)
+    assert long.converged and short.converged and "noise level" in short.message
+
+    def error(kernel):
+        return np.linalg.norm(kernel - k) / np.linalg.norm(k)
+
+    assert abs(error(short.kernel) - error(long.kernel)) <= 0.01 * error(long.kernel)
+    n = pair.b_used.size
+    assert 0 <= n * (short.objective - long.objective) <= 0.5
+    assert short.iterations < long.iterations / 2
+    assert short.kernel.min() >= 0
+
+
+def test_noise_std_must_be_positive():
+    pair, _ = small_problem()
+    with pytest.raises(ValueError, match="noise_std=0"):
+        solve_iterative([pair], 7, nonneg=True, noise_std=0)

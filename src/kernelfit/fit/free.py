@@ -232,8 +232,11 @@ def fit_free_iterative(pairs: list[PreparedPair], shape, *, reg, lam, nonneg, no
                                     "scores": choice.scores, "edf": choice.edf,
                                     "message": choice.message}
     lam = float(lam) if reg is not None else 0.0
+    # The noise level (given, or implied by the lam choice) lets the solver stop once the fit
+    # moves by far less than the data resolve.
+    level = noise_std if noise_std is not None else (None if np.isnan(noise) else noise)
     solution = solve_iterative(op, shape, reg=reg, lam=lam, nonneg=nonneg, total=normalize,
-                               x0=x0, tol=tol, maxiter=maxiter)
+                               x0=x0, tol=tol, maxiter=maxiter, noise_std=level)
     kernel = solution.kernel
     info.update(iterations=solution.iterations, history=solution.history,
                 solver=solution.method, objective=solution.objective)

@@ -49,7 +49,11 @@ Choices, measured on seed 000 (100² binary image, 199² kernel, 39,601 unknowns
       with ``XᵀX``, and warm-starts well; the inner loop stops on its exact duality gap at a
       tenth of the last outer step (an inexact prox otherwise stalls the outer iteration).
     * Diagonal (Jacobi) metrics for FISTA did not help with ``nonneg`` (same error after
-      the same number of iterations), so the proximal steps stay Euclidean.
+      the same number of iterations).  A low-rank metric does: ``λ_max·I`` with the 16
+      largest eigendirections of the Hessian set to their own eigenvalues (``_Metric``),
+      whose proximal map stays exact for ``nonneg``/``'l1'`` (a 16-unknown semismooth
+      Newton).  Gradient + nonneg from the GCV kernel reaches the error 0.447 after 330
+      Euclidean iterations and after 30 with it.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.fft
+from scipy.linalg.blas import daxpy as _axpy, dscal as _scal
 
 from ..core.conventions import normalize_shape
 from .regularisers import penalty_matrix, penalty_value
@@ -379,6 +384,8 @@ class _DCT2:
 
     def _apply(self, x, inverse):
         if x.ndim == 3:
+            # One array at a time: a stack in one product per axis needs transposed copies
+            # and measured twice as slow (2 arrays of 199²).
             return np.stack([self._apply(v, inverse) for v in x])
         for axis, C in zip((0, 1), self._mats):
             if C is None:
@@ -461,10 +468,9 @@ class _StandardForm:
 
     def apply(self, u):
         """``S u`` for one coefficient array or a stack."""
-        if u.ndim == 3:
-            return np.stack([self.apply(v) for v in u])
         if self.dct is None:
             return self.op.normal(u) / self.n
+        # The DCTs take the whole stack at once; the operator one kernel at a time.
         return self._to_coefficients(self._project(self.op.normal(self._from_coefficients(u))
                                                    / self.n))
 
@@ -621,7 +627,7 @@ def _check_x0(x0, shape):
 # The solver
 # --------------------------------------------------------------------------------------------
 def solve_iterative(pairs, shape, *, reg=None, lam=0.0, nonneg=False, total=None, x0=None,
-                    tol=1e-6, maxiter=None, callback=None) -> IterativeSolution:
+                    tol=1e-6, maxiter=None, callback=None, noise_std=None) -> IterativeSolution:
     """Minimise ``‖W(Xk − b)‖²/n + lam·R(k)`` without forming ``X`` or ``XᵀX``.
 
     Parameters
@@ -647,11 +653,19 @@ def solve_iterative(pairs, shape, *, reg=None, lam=0.0, nonneg=False, total=None
         Jacobi-scaled) form falls to ``tol`` times its value at ``k = 0``; proximal methods
         stop when a step moves the kernel by less than ``tol·‖k‖`` (the proximal-gradient
         residual) on three successive iterations.  (With ``total`` and a quadratic or no
-        regulariser, "at ``k = 0``" means at the constant kernel ``total/p``.)
+        regulariser, "at ``k = 0``" means at the constant kernel ``total/p``.)  CG on the
+        standard form also waits for the objective to settle: its last quarter of
+        iterations (at least 10) must have lowered it by at most ``tol`` relative, because
+        there a small residual does not mean an accurate kernel.
     maxiter : int, optional
         Iteration limit (default 3000 for CG, 5000 for proximal methods).
     callback : callable, optional
         ``callback(iteration, kernel)`` after every iteration; returning True stops.
+    noise_std : float, optional
+        The noise level of ``b`` (per pixel), known or estimated.  Proximal methods then
+        also stop once the last quarter of their iterations (at least 10) lowered ``n·F``
+        by at most ``0.1·noise_std²``: a change of the fit far below what the data resolve.
+        CG on the standard form accepts that much as a settled objective too.
 
     Returns
     -------
@@ -687,12 +701,18 @@ def solve_iterative(pairs, shape, *, reg=None, lam=0.0, nonneg=False, total=None
     op = _as_operator(pairs, shape)
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable: callback(iteration, kernel)")
+    if noise_std is not None and (isinstance(noise_std, bool)
+                                  or not isinstance(noise_std, numbers.Real)
+                                  or not np.isfinite(noise_std) or noise_std <= 0):
+        raise ValueError(f"noise_std={noise_std!r} must be a finite number > 0")
     if nonneg or reg in NONSMOOTH:
         return _fista(op, reg, float(lam), nonneg, total, x0, tol,
-                      maxiter or _PROX_MAXITER, callback)
+                      maxiter or _PROX_MAXITER, callback,
+                      None if noise_std is None else float(noise_std))
     maxiter = maxiter or _CG_MAXITER
     if reg in ("gradient", "laplacian") and lam > 0:
-        return _solve_standard_form(op, reg, float(lam), total, x0, tol, maxiter, callback)
+        return _solve_standard_form(op, reg, float(lam), total, x0, tol, maxiter, callback,
+                                    None if noise_std is None else float(noise_std))
     return _solve_jacobi(op, reg, float(lam), total, x0, tol, maxiter, callback)
 
 
@@ -703,10 +723,14 @@ def _objective(op, reg, lam, kernel):
     return float(value)
 
 
-def _cg(apply, rhs, x, tol, maxiter, precondition=None, project=None, report=None):
+def _cg(apply, rhs, x, tol, maxiter, precondition=None, project=None, report=None,
+        settled=None):
     """Preconditioned CG from ``x``; returns ``(x, iterations, history, converged, stop)``.
 
     ``project`` (optional) restricts the iteration to a subspace (projected CG).
+    ``settled`` (optional, not with ``project``) is a second test that convergence also
+    needs: ``settled(values)`` with ``values[i] = xᵢᵀAxᵢ − 2·rhsᵀxᵢ = −rhsᵀxᵢ − xᵢᵀrᵢ``,
+    the quadratic's value along the iterates (from the start), cheap from the recurrence.
     """
     identity = (lambda v: v)
     M = precondition or identity
@@ -721,7 +745,8 @@ def _cg(apply, rhs, x, tol, maxiter, precondition=None, project=None, report=Non
     rz = np.vdot(r, z)
     rel = np.linalg.norm(r) / scale
     history.append(float(rel))
-    if rel <= tol:
+    values = [] if settled is None else [float(-np.vdot(rhs, x) - np.vdot(x, r))]
+    if rel <= tol and settled is None:
         return x, 0, history, True, False
     for it in range(1, maxiter + 1):
         Ap = Pj(apply(p))
@@ -737,7 +762,9 @@ def _cg(apply, rhs, x, tol, maxiter, precondition=None, project=None, report=Non
         history.append(float(rel))
         if report is not None and report(it, x):
             return x, it, history, False, True
-        if rel <= tol:
+        if settled is not None:
+            values.append(float(-np.vdot(rhs, x) - np.vdot(x, r)))
+        if rel <= tol and (settled is None or settled(values)):
             return x, it, history, True, False
         z = Pj(M(r))
         rz_new = np.vdot(r, z)
@@ -762,19 +789,48 @@ def _cg_message(name, converged, stopped, iterations, history, tol, maxiter):
            f"maxiter={maxiter} iterations; raise maxiter or loosen tol"
 
 
-def _solve_standard_form(op, reg, lam, total, x0, tol, maxiter, callback):
+def _solve_standard_form(op, reg, lam, total, x0, tol, maxiter, callback, noise_std=None):
     sf = _StandardForm(op, reg, total=total)
     u0 = np.zeros(op.shape) if x0 is None else sf.coefficients(x0)
     report = None if callback is None else (lambda it, u: callback(it, sf.kernel(u)))
+    # On the standard form a small relative residual can leave the fit far from converged
+    # (seed 000, laplacian, lam = 0.25: residual 1e-5 with the residual sum of squares 1.6 %
+    # off), so convergence also asks the objective to have settled (see _objective_settled).
+    offset = _objective(op, reg, lam, sf.kernel(np.zeros(op.shape)))
+    n = op.n_used
+
+    def settled(values):
+        return _objective_settled(values, offset=offset, tol=tol, n=n, noise_std=noise_std)
+
     u, its, history, converged, stopped = _cg(lambda v: sf.apply(v) + lam * v, sf.g, u0,
-                                              tol, maxiter, report=report)
+                                              tol, maxiter, report=report, settled=settled)
     kernel = sf.kernel(u)
     if total is not None:
         kernel = kernel + (total - kernel.sum()) / kernel.size
     message = _cg_message("CG on the standard form", converged, stopped, its, history, tol,
                           maxiter)
+    if converged:
+        message += (f", and the objective settled (its last {_window(its)} iterations "
+                    "lowered it by at most tol relative)")
     return IterativeSolution(kernel, converged, its, history, message, "cg-standard-form",
                              _objective(op, reg, lam, kernel))
+
+
+def _objective_settled(values, *, offset, tol, n, noise_std=None) -> bool:
+    """Whether the last quarter of the iterations (at least 10) lowered the objective
+    ``F = offset + values[-1]`` by at most ``tol·F`` (or, with a noise level, by at most
+    ``0.1·noise_std²/n`` when that is larger; see ``_NOISE_FRACTION``).  For CG this decrease
+    is the Hestenes–Stiefel estimate of the energy-norm error ``F(x_{k−w}) − F(x*)`` with the
+    delay ``w``: a lower bound, which a window growing with the iteration count keeps close
+    on the long plateaus of the standard form."""
+    its = len(values) - 1
+    back = _window(its)
+    if its < back:
+        return False
+    allowed = tol * abs(offset + values[-1])
+    if noise_std is not None:
+        allowed = max(allowed, _NOISE_FRACTION * noise_std ** 2 / n)
+    return values[-1 - back] - values[-1] <= allowed
 
 
 def _solve_jacobi(op, reg, lam, total, x0, tol, maxiter, callback):
@@ -989,16 +1045,126 @@ def _largest_eigenvalue(apply, shape, iterations=30, seed=0):
     return value
 
 
-def _fista(op, reg, lam, nonneg, total, x0, tol, maxiter, callback):
+class _Metric:
+    """The FISTA metric ``M = L0·(I + Vᵀ diag(γ) V)``, a majorant of the Hessian ``H``.
+
+    ``V`` (``r × p``, orthonormal rows) holds approximations of the ``r`` largest
+    eigenvectors of ``H`` with eigenvalues ``w``; ``L0`` bounds the rest of the spectrum and
+    ``L0·(1 + γ_i) = w_i``.  With ``r = 0`` this is the Euclidean metric of plain FISTA,
+    ``L0 = λ_max(H)``.  The step size of FISTA is set by the largest eigenvalue it has to
+    majorise: on seed 000 (gradient, λ = 0.125) ``H``'s spectrum starts 177, 55, 51, 16,
+    13, …, 1.8 (17th), so ``r = 16`` lowers it a hundredfold and FISTA needs about a tenth
+    of the iterations.  The proximal steps stay exact for separable non-smooth terms
+    (``nonneg``, ``'l1'``): see :meth:`prox`.
+    """
+
+    def __init__(self, V, gamma, L0):
+        self.V, self.gamma, self.L0 = V, gamma, float(L0)
+
+    @property
+    def rank(self) -> int:
+        return self.V.shape[0]
+
+    def times(self, d):
+        """``M d``."""
+        out = d.copy()
+        if self.rank:
+            out += (self.V.T @ (self.gamma * (self.V @ d.ravel()))).reshape(d.shape)
+        return self.L0 * out
+
+    def solve(self, d):
+        """``M⁻¹ d`` (Sherman–Morrison–Woodbury on orthonormal ``V``)."""
+        out = d.copy()
+        if self.rank:
+            shrink = self.gamma / (1.0 + self.gamma)
+            out -= (self.V.T @ (shrink * (self.V @ d.ravel()))).reshape(d.shape)
+        return out / self.L0
+
+    def scale(self, factor):
+        self.L0 *= factor
+
+    def prox(self, z, s, *, nonneg, threshold):
+        """``argmin_x (x − z)ᵀM(x − z) + 2·L0·threshold·‖x‖₁`` over ``{x ≥ 0 if nonneg}``.
+
+        The minimiser is ``x = P(z − Vᵀs)``, ``P`` the separable proximal map of
+        :func:`project` (soft threshold and/or clipping at 0), where ``s = γ∘V(x − z)``.  That
+        ``s`` minimises the strongly convex ``ψ(s) = ½sᵀγ⁻¹s + ½‖P(z − Vᵀs)‖² + sᵀVz``
+        (``½‖P(u)‖²`` has gradient ``P(u)``), found by semismooth Newton on its ``r``
+        unknowns with a backtracking line search; ``s`` of the previous step starts it, so
+        one or two Newton steps usually suffice.  Returns ``(x, s)``.
+        """
+        flat = z.ravel()
+        if not self.rank:
+            return project(z, nonneg=nonneg, threshold=threshold), s
+        V, inv_gamma = self.V, 1.0 / self.gamma
+        Vz = V @ flat
+
+        def evaluate(s):
+            u = flat - V.T @ s
+            x = project(u, nonneg=nonneg, threshold=threshold)
+            value = 0.5 * float(s @ (inv_gamma * s)) + 0.5 * float(x @ x) + float(s @ Vz)
+            return x, u, value
+
+        x, u, value = evaluate(s)
+        for _ in range(50):
+            grad = inv_gamma * s - V @ x + Vz
+            clamped = x == 0 if nonneg else np.abs(u) <= threshold
+            Vc = V[:, clamped]
+            # Jacobian γ⁻¹ + V D Vᵀ with D the free coordinates: VVᵀ = I, so subtract the
+            # clamped ones.
+            jac = np.diag(inv_gamma + 1.0) - Vc @ Vc.T
+            step = np.linalg.solve(jac, grad)
+            t = 1.0
+            while True:
+                x_new, u_new, value_new = evaluate(s - t * step)
+                if value_new <= value - 1e-4 * t * float(grad @ step) or t < 1e-8:
+                    break
+                t *= 0.5
+            s, x, u, value = s - t * step, x_new, u_new, value_new
+            # ψ is quadratic on each piece: a full Newton step that keeps the clamped set
+            # lands on the minimiser exactly.
+            same = np.array_equal(clamped, x == 0 if nonneg else np.abs(u) <= threshold)
+            tiny = np.linalg.norm(t * step) <= 1e-12 * (1.0 + np.linalg.norm(s))
+            if (t == 1.0 and same) or tiny:
+                break
+        return x.reshape(z.shape), s
+
+
+# Rank of the FISTA metric (see _Metric): on seed 000 (gradient + nonneg, from the GCV
+# kernel) the error 0.447 is reached after 330 Euclidean iterations, 110 with r = 3, 50 with
+# r = 8 and 30 with r = 16, whose eigenvectors cost about 60 operator products.
+_METRIC_RANK = 16
+
+
+def _metric(hess, shape, *, rank):
+    """A majorant of the Hessian ``hess``: the low-rank metric when ``rank > 0`` and the
+    problem is large enough for it to pay, else the Euclidean ``λ_max·I``."""
+    p = shape[0] * shape[1]
+    rank = min(rank, p // 8)
+    if rank < 1:
+        top = _largest_eigenvalue(hess, shape)
+        return _Metric(np.zeros((0, p)), np.zeros(0), max(top * 1.05, 1e-300))
+    import scipy.sparse.linalg as sla
+
+    operator = sla.LinearOperator((p, p), dtype=np.float64,
+                                  matvec=lambda v: hess(v.reshape(shape)).ravel())
+    start = np.random.default_rng(0).normal(size=p)
+    # Eigenvalues to 1e-3: a majorant needs no more, backtracking absorbs the rest.
+    values, vectors = sla.eigsh(operator, k=rank + 1, which="LA", tol=1e-3, v0=start)
+    order = np.argsort(values)[::-1]
+    values, vectors = values[order], vectors[:, order]
+    L0 = max(1.05 * float(values[rank]), 1e-300)
+    gamma = np.maximum(1.05 * values[:rank] / L0 - 1.0, 0.0)
+    keep = gamma > 0
+    return _Metric(np.ascontiguousarray(vectors[:, :rank][:, keep].T), gamma[keep], L0)
+
+
+def _fista(op, reg, lam, nonneg, total, x0, tol, maxiter, callback, noise_std=None):
     n = op.n_used
     c = op.rhs / n
     bn = op.btb / n
     quad_reg = reg if reg in ("ridge", "gradient", "laplacian") and lam > 0 else None
-    if quad_reg is not None:
-        Q = penalty_matrix(quad_reg, op.shape)
-        q_max = float(penalty_eigenvalues(quad_reg, op.shape).max())
-    else:
-        Q, q_max = None, 0.0
+    Q = penalty_matrix(quad_reg, op.shape) if quad_reg is not None else None
 
     def hess(k):
         """``(B + lam·Q) k``."""
@@ -1023,27 +1189,33 @@ def _fista(op, reg, lam, nonneg, total, x0, tol, maxiter, callback):
             return nonsmooth_lam * _tv_value(k)
         return 0.0
 
+    # A low-rank metric keeps the proximal step exact only for separable terms: the sum
+    # constraint and TV couple the coefficients, and take the Euclidean metric.
+    separable = total is None and reg != "tv"
+    metric = _metric(hess, op.shape, rank=_METRIC_RANK if separable else 0)
     dual = [None]
     # The TV prox is itself iterative.  Its accuracy must keep up with the outer iteration
     # (an inexact prox makes FISTA wander at the level of its error), so it is asked for a
     # tenth of the last outer step, relative, but never less than tol/10.
     inner_tol = [1e-3]
     inner_work = [0]
+    shift = [np.zeros(metric.rank)]
 
-    def prox(v, step):
-        t = step * nonsmooth_lam
+    def prox(z):
+        # The step of plain FISTA is 1/L with L = 2·L0 (∇f = 2(Hk − c)).
+        t = nonsmooth_lam / (2.0 * metric.L0)
+        if separable:
+            x, shift[0] = metric.prox(z, shift[0], nonneg=nonneg, threshold=t)
+            return x
         if reg == "l1":
-            return project(v, nonneg=nonneg, total=total, threshold=t)
+            return project(z, nonneg=nonneg, total=total, threshold=t)
         if reg == "tv":
-            x, dual[0], used = _prox_tv(v, t, constrain, dual[0], tol=inner_tol[0],
+            x, dual[0], used = _prox_tv(z, t, constrain, dual[0], tol=inner_tol[0],
                                         maxiter=_PROX_TV_MAXITER)
             inner_work[0] += used
             return x
-        return constrain(v)
+        return constrain(z)
 
-    # Lipschitz constant of ∇f = 2(B + lam·Q)k − 2c.
-    L = 2.0 * (_largest_eigenvalue(lambda v: op.normal(v) / n, op.shape) + lam * q_max)
-    L = max(L * 1.05, 1e-300)
     x = constrain(np.zeros(op.shape) if x0 is None else x0)
     Hx = hess(x)
     F = smooth(x, Hx) + g_value(x)
@@ -1051,25 +1223,27 @@ def _fista(op, reg, lam, nonneg, total, x0, tol, maxiter, callback):
     theta = 1.0
     history = [F]
     quiet = 0
-    converged = stopped = False
+    converged = stopped = settled = False
     its = 0
     for its in range(1, maxiter + 1):
-        grad = 2.0 * (Hy - c)
         while True:
-            x_new = prox(y - grad / L, 1.0 / L)
+            # Minimise f(y) + ∇f(y)ᵀd + dᵀMd + g over d: the step z = y − M⁻¹(Hy − c).
+            x_new = prox(y - metric.solve(Hy - c))
             d = x_new - y
             Hx_new = hess(x_new)
-            # f is quadratic: f(y + d) = f(y) + ∇f(y)ᵀd + dᵀHd exactly, so the sufficient
-            # decrease test f(y + d) <= f(y) + ∇f(y)ᵀd + (L/2)‖d‖² is dᵀHd <= (L/2)‖d‖²,
-            # evaluated without the cancellation of comparing two values of f.
-            if np.vdot(d, Hx_new - Hy) <= 0.5 * L * np.vdot(d, d) * (1 + 1e-12):
+            # f is quadratic: f(y + d) = f(y) + ∇f(y)ᵀd + dᵀHd exactly, so the majorisation
+            # test f(y + d) <= f(y) + ∇f(y)ᵀd + dᵀMd is dᵀHd <= dᵀMd, evaluated without the
+            # cancellation of comparing two values of f.
+            Md = metric.times(d)
+            if np.vdot(d, Hx_new - Hy) <= np.vdot(d, Md) * (1 + 1e-12):
                 break
-            L *= 2.0
+            metric.scale(2.0)
         f_new = smooth(x_new, Hx_new)
         F_new = f_new + g_value(x_new)
         step = np.linalg.norm(x_new - x)
-        # Adaptive restart (O'Donoghue & Candès): drop the momentum when it points uphill.
-        if np.vdot(y - x_new, x_new - x) > 0:
+        # Adaptive restart (O'Donoghue & Candès): drop the momentum when it points uphill
+        # (the generalised gradient M(y − x⁺) = −Md against the last move).
+        if -np.vdot(Md, x_new - x) > 0:
             theta = 1.0
         theta_new = (1.0 + np.sqrt(1.0 + 4.0 * theta * theta)) / 2.0
         beta = (theta - 1.0) / theta_new
@@ -1089,15 +1263,24 @@ def _fista(op, reg, lam, nonneg, total, x0, tol, maxiter, callback):
         if quiet >= 3:
             converged = True
             break
+        if noise_std is not None and _settled_at_noise(history, n, noise_std):
+            converged = settled = True
+            break
     if total is not None and not nonneg:
         x = x + (total - x.sum()) / x.size
     objective = _objective(op, reg, lam, x)
     size = max(np.linalg.norm(x), 1e-300)
+    metric_note = (f"metric of rank {metric.rank}" if metric.rank else "Euclidean metric")
     if stopped:
         message = f"FISTA: stopped by the callback after {its} iterations"
+    elif settled:
+        message = (f"FISTA ({metric_note}): converged at the noise level after {its} "
+                   f"iterations: the last {_window(its)} improved n·F by "
+                   f"{n * (history[-1 - _window(its)] - history[-1]):.3g} <= "
+                   f"{_NOISE_FRACTION:g}·noise_std² (noise_std={noise_std:.4g})")
     elif converged:
-        message = (f"FISTA: converged, proximal-gradient step <= tol={tol:g}·‖k‖ three "
-                   f"times in a row, after {its} iterations")
+        message = (f"FISTA ({metric_note}): converged, proximal-gradient step "
+                   f"<= tol={tol:g}·‖k‖ three times in a row, after {its} iterations")
     else:
         message = (f"FISTA: NOT converged after maxiter={maxiter} iterations (last "
                    f"proximal-gradient step {np.linalg.norm(d) / size:.2e}·‖k‖, last move "
@@ -1106,6 +1289,27 @@ def _fista(op, reg, lam, nonneg, total, x0, tol, maxiter, callback):
     if reg == "tv":
         message += f" ({inner_work[0]} inner iterations of the TV proximal map)"
     return IterativeSolution(x, converged, its, history, message, "fista", objective)
+
+
+# The noise-level stop of FISTA: the objective F (a mean over n pixels) counts as settled
+# when the last quarter of the iterations (at least 10) lowered n·F -- the residual sum of
+# squares plus n·lam·R -- by at most this fraction of one pixel's noise variance.  The noise
+# alone moves the residual sum of squares by about σ²·√(2n) from one draw to the next, so
+# the change left is far below what the data resolve.  On seed 000 (gradient + nonneg) it
+# stops after about 150 iterations with the kernel error 0.2 % from that of a run 10× longer.
+_NOISE_FRACTION = 0.1
+
+
+def _window(its):
+    return max(10, its // 4)
+
+
+def _settled_at_noise(history, n, noise_std) -> bool:
+    its = len(history) - 1
+    back = _window(its)
+    if its < 2 * back:
+        return False
+    return n * (history[-1 - back] - history[-1]) <= _NOISE_FRACTION * noise_std ** 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -1219,7 +1423,12 @@ def gcv_curve_iterative(pairs, shape, reg, *, lams, probes=4, seed=0, tol=1e-5,
     rss = np.array([op.residual_sum_of_squares(k) for k in kernels])
     offset = 0.0 if reg == "ridge" else 1.0
     per_probe = n * forms[1:]                                  # (probes, n_lams)
-    trace = offset + per_probe.mean(axis=0)
+    # tr H lies in [offset, min(n, p)] (H is a projection-like smoother of rank <= min(n, p),
+    # eigenvalues in [0, 1]); a Hutchinson estimate can stray outside, so it is clipped
+    # there and the message says so.
+    ceiling = float(min(n, sf.p))
+    raw = offset + per_probe.mean(axis=0)
+    trace = np.clip(raw, offset, ceiling)
     trace_std = (per_probe.std(axis=0, ddof=1) / np.sqrt(probes) if probes > 1
                  else np.full(lams.size, np.nan))
     denom = n - trace
@@ -1232,6 +1441,14 @@ def gcv_curve_iterative(pairs, shape, reg, *, lams, probes=4, seed=0, tol=1e-5,
     else:
         message = (f"multi-shift CG: the scores did NOT settle to rtol_scores={rtol_scores:g} "
                    f"within maxiter={maxiter} iterations; raise maxiter")
+    if np.any(raw != trace):
+        message += (f"; the trace estimate left [{offset:g}, min(n, p) = {ceiling:g}] at "
+                    f"{int(np.sum(raw != trace))} λ and was clipped there")
+    # The probes' spread needs two of them; the bound sqrt(2·tr H̃/m) (docstring) always holds.
+    bound = np.sqrt(2.0 * max(trace[best] - offset, 0.0) / probes)
+    spread = "" if probes < 2 else f"± {trace_std[best]:.1f} from the probes' spread, "
+    message += (f"; at the chosen λ={lams[best]:.4g}: {trace[best]:.1f} effective parameters "
+                f"({spread}standard error <= {bound:.1f}) of p={sf.p}, n={n} pixels")
     if not conv[best]:
         message += ("; the kernel at the chosen λ is not converged to tol: polish it with "
                     "solve_iterative(..., x0=curve.kernel)")
@@ -1270,17 +1487,25 @@ class _GCVMonitor:
     """Stops the shared CG run once the GCV scores near the minimum have settled.
 
     Every 10 iterations the scores are evaluated from quantities the recurrence already has
-    (``RSS/n = ‖b̃‖²/n − gᵀx − λ‖x‖²`` and the probes' quadratic forms).  They have settled
-    when, for every λ whose score is within 10 % of the smallest, the score changed by at
-    most ``rtol`` (relative) over the last quarter of the iterations.  A window that grows
-    with the iteration count guards against CG's plateaus: on the laplacian's standard form
-    the scores can stay flat over tens of iterations while still several percent off.
+    (``RSS/n`` as in :meth:`scores`, and the probes' quadratic forms).  They have settled
+    when, for every λ that could still become the minimum, the score changed by at most
+    ``rtol`` (relative) over the last quarter of the iterations.  A λ could become the
+    minimum while its score is within 10 % of the smallest and, lowered by three times its
+    change over that window, would reach it: the running scores fall towards their limits
+    (``RSS`` is overestimated and ``tr H`` underestimated by a Krylov solution), and on seed
+    000 (laplacian) what was left to fall was up to 2-5 times the last quarter's change.  A
+    window that grows with the iteration count guards against CG's plateaus: on the
+    laplacian's standard form the scores can stay flat over tens of iterations while still
+    several percent off.  When the smallest score is the only candidate left, it needs to
+    have settled to ``10·rtol`` only.  ``steady`` marks the λ whose score has settled: only
+    those may stop moving (see :func:`_multishift_block_cg`).
     """
 
     def __init__(self, sf, op, lams, rtol):
         self.sf, self.op, self.lams, self.rtol = sf, op, lams, rtol
         self.history = {}
         self.change = np.full(lams.size, np.inf)
+        self.steady = np.zeros(lams.size, bool)
         self.settled = False
         n = op.n_used
         self.bt = op.btb / n
@@ -1288,27 +1513,51 @@ class _GCVMonitor:
             self.bt -= float(np.sum(op.rhs / n)) ** 2 / sf.oBo
         self.offset = 0.0 if sf.dct is None else 1.0
 
-    def scores(self, xs, forms):
+    def scores(self, xs, forms, drift):
+        """The running scores; ``drift[σ] = x_σᵀr_σ``, with ``r_σ`` the recurrence's residual.
+
+        ``RSS/n = ‖b̃‖²/n − 2gᵀx + xᵀSx`` and ``(S + σ)x = g − r_σ`` give
+        ``RSS/n = ‖b̃‖²/n − gᵀx − σ‖x‖² − xᵀr_σ``.  The last term vanishes in exact
+        arithmetic (Galerkin) but not once the Krylov basis has lost orthogonality: on seed
+        000 (gradient) it drove the estimate negative at the smallest λ.  Estimates that are
+        still impossible (``RSS ≤ 0`` or ``tr H ≥ n``) count as infinite: such a λ is far from
+        converged and nowhere near the minimum.
+        """
         n = self.op.n_used
         g = self.sf.g
         rss_n = (self.bt - np.einsum("lij,ij->l", xs, g)
-                 - self.lams * np.einsum("lij,lij->l", xs, xs))
+                 - self.lams * np.einsum("lij,lij->l", xs, xs) - drift)
         trace = n * forms[1:].mean(axis=0) + self.offset
-        return n * n * rss_n / (n - trace) ** 2
+        valid = (rss_n > 0) & (trace < n)
+        return np.where(valid, n * n * rss_n / np.where(valid, n - trace, 1.0) ** 2, np.inf)
 
-    def __call__(self, it, xs, forms, residual):
+    def __call__(self, it, xs, forms, drift):
         if it % 10:
             return False
-        scores = self.scores(xs, forms)
+        scores = self.scores(xs, forms, drift())
         self.history[it] = scores
         self.settled = False
         back = 10 * max(2, int(round(it / 40)))    # a quarter of the way back, >= 20
-        if back < 10 or (it - back) not in self.history:
+        if (it - back) not in self.history or not np.isfinite(scores.min()):
             return False
         old = self.history[it - back]
-        near = scores <= 1.1 * scores.min()
-        self.change = np.abs(scores - old) / np.abs(scores)
-        self.settled = bool(np.all(self.change[near] <= self.rtol))
+        with np.errstate(invalid="ignore"):
+            self.change = np.where(np.isfinite(scores) & np.isfinite(old),
+                                   np.abs(scores - old) / scores, np.inf)
+        self.steady = self.change <= self.rtol
+        # The running scores come down to their limits (RSS from above, tr H from below), by
+        # up to a few times the last quarter's change on the plateaus measured: a λ stays a
+        # candidate while it is within 10 % of the smallest score and falling three times
+        # that change would bring it there.
+        i = int(np.argmin(scores))
+        best = scores[i]
+        candidate = (scores <= 1.1 * best) & (scores * (1.0 - 3.0 * self.change) <= best)
+        # Once no other λ can undercut it, the choice is made; the chosen λ's own score (and
+        # tr H, hence the noise estimate RSS/(n − tr H)) is then asked only to 10·rtol: the
+        # final solve polishes its kernel, and one probe's trace error is larger.
+        alone = not np.any(np.delete(candidate, i))
+        self.settled = bool(np.all(self.steady[candidate])
+                            or (alone and self.change[i] <= 10 * self.rtol))
         return self.settled
 
 
@@ -1333,6 +1582,7 @@ def _multishift_block_cg(apply, rhs, shifts, *, tol, maxiter, monitor=None):
     rr = np.einsum("jab,jab->j", r, r)
     xs = np.zeros((ns,) + rhs.shape[1:])
     ps0 = np.repeat(rhs[:1], ns, axis=0)           # shifted directions, data only
+    xs_flat, ps0_flat = xs.reshape(ns, -1), ps0.reshape(ns, -1)   # views for BLAS
     forms = np.zeros((m, ns))
     rp = np.repeat(rr[:, None], ns, axis=1)        # r_jᵀ p_{j,σ} (p starts as r)
     zeta = np.ones((m, ns))
@@ -1358,26 +1608,35 @@ def _multishift_block_cg(apply, rhs, shifts, *, tol, maxiter, monitor=None):
         # x_{j,σ} += α_σ p_{j,σ}: vectors for the data (only for shifts still moving),
         # quadratic forms for all.
         moving = np.flatnonzero(~done[0])
-        for i in moving:               # a loop: fancy-indexed updates copy (10× slower)
-            xs[i] += alpha_s[0, i] * ps0[i]
+        # A loop of in-place BLAS updates: fancy-indexed updates copy (10× slower), and
+        # ``xs[i] += a * ps0[i]`` makes a temporary.
+        for i in moving:
+            _axpy(ps0_flat[i], xs_flat[i], a=alpha_s[0, i])
         forms += alpha_s * rp
         r = r - alpha[:, None, None] * Ap
         rr_new = np.einsum("jab,jab->j", r, r)
         beta = np.where(rr > 0, rr_new / np.where(rr > 0, rr, 1.0), 0.0)
         ratio = np.where(zeta != 0, zeta_new / np.where(zeta != 0, zeta, 1.0), 0.0)
         beta_s = beta[:, None] * ratio ** 2
+        r0 = r[0].ravel()
         for i in moving:
-            ps0[i] *= beta_s[0, i]
-            ps0[i] += zeta_new[0, i] * r[0]
+            _scal(beta_s[0, i], ps0_flat[i])
+            _axpy(r0, ps0_flat[i], a=zeta_new[0, i])
         rhs_r = np.einsum("jab,jab->j", rhs0, r)
         rp = zeta_new * rhs_r[:, None] + beta_s * rp
         p = r + beta[:, None, None] * p
         zeta_old, zeta = zeta, zeta_new
         alpha_old, beta_old, rr = np.where(live, alpha, 1.0), beta, rr_new
         residual = np.abs(zeta) * np.sqrt(rr)[:, None] / norms[:, None]
-        done |= residual <= tol
+        reached = residual <= tol
+        # A system stops moving only once its residual is below tol AND its score has
+        # settled: on the laplacian's standard form a residual of 1e-5 can leave the
+        # residual sum of squares 1.6 % off (seed 000, lam = 0.25), and a frozen system
+        # would then look settled to the monitor.
+        done |= reached & (True if monitor is None else monitor.steady[None, :])
         if done.all() or not live.any():
             break
-        if monitor is not None and monitor(its, xs, forms, residual):
+        if monitor is not None and monitor(
+                its, xs, forms, lambda: zeta[0] * np.einsum("lij,ij->l", xs, r[0])):
             break
-    return xs, forms, its, done.all(axis=0)
+    return xs, forms, its, (done | reached).all(axis=0)
