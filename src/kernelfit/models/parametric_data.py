@@ -47,6 +47,7 @@ from ..core.conventions import normalize_center
 from ..core.design import PreparedPair
 from ..core.forward import ExtendedSpectrum
 from .kernel_model import KernelModel
+from .pixel_sample import predictions
 from ..stats.background import background_coefficients, profiled_statistics
 from ..stats.compute import choose_method, statistics
 from ..stats.gram import SufficientStatistics
@@ -60,7 +61,8 @@ class _Data:
     in whose coordinates ``gram``/``rhs`` are expressed.
     """
 
-    def __init__(self, pairs, shape, center, *, needs_images, symmetric, background=None):
+    def __init__(self, pairs, shape, center, *, needs_images, symmetric, background=None,
+                 statistics=True):
         self.shape = shape
         self.quadrant = None          # (cy, cx) when the statistics are in quadrant form
         self.statistics_path = "gram"
@@ -83,13 +85,19 @@ class _Data:
             self.pairs = _as_pairs(pairs)
             self.center = _prepared_center(self.pairs, shape, center)
             self.spectra = [None] * len(self.pairs)
+            self.n_pixels = sum(pair.n_used for pair in self.pairs)
+            if not statistics:
+                # Image space only (the parametric L1 window search): no Gram matrix.
+                self.statistics_path = "none"
+                self.gram = self.rhs = None
+                self.btb, self.n_used = float("nan"), self.n_pixels
+                return
             if background is not None:
                 gram, rhs, btb, n = self._profiled(background)
             elif symmetric and _reflect_symmetric_applies(self.pairs, shape, self.center):
                 gram, rhs, btb, n = self._quadrant_statistics()
             else:
                 gram, rhs, btb, n = self._statistics(needs_images)
-            self.n_pixels = sum(pair.n_used for pair in self.pairs)
         self.gram, self.rhs, self.btb, self.n_used = gram, rhs, float(btb), int(n)
         self._whiten()
 
@@ -232,6 +240,11 @@ class _Data:
             r = self._spectrum(i).convolve_valid(k) - pair.b_used
             parts.append(r.ravel() if pair.use is None else r[pair.use])
         return np.concatenate(parts)
+
+    def predictions(self, kernels):
+        """``X k`` over the used pixels of every pair for each kernel, ``len(kernels) × n``
+        (:func:`~kernelfit.models.pixel_sample.predictions`, FFT spectra shared)."""
+        return predictions(self.pairs, kernels, self.shape, self._spectrum)
 
     def columns(self, J):
         """``X·J[:, j]`` over the used pixels, as an ``n × m`` matrix."""
