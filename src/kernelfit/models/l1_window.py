@@ -28,12 +28,12 @@ import numpy as np
 import scipy.optimize
 
 from .parametric_data import _Layout
-from .pixel_sample import extended_abs, predictions, used_b
+from .pixel_sample import extended_abs_max, predictions, used_b
 
 __all__ = ["Family", "Sources", "Window", "amplitude_l1"]
 
 _GRID = 9               # points of the coarse scan of a window (and of its error bound)
-_CHUNK = 1 << 17        # pixels per step of the split (temporaries stay in cache)
+_CHUNK = 1 << 15        # pixels per step of the split (its temporaries stay in cache)
 
 
 class Family:
@@ -88,15 +88,24 @@ class Sources:
     def __init__(self, family: Family, sources, spectrum=None):
         self.family, self.sources, self.spectrum = family, list(sources), spectrum
         self.b = used_b(self.sources)
-        self.abs_sum, self.abs_max = extended_abs(self.sources)
+        self.abs_max = extended_abs_max(self.sources)
         self.n = self.b.size
         self.count = 0          # images computed, in units of the whole source set
+        self._work = {}
 
-    def images(self, values):
-        """``m`` at each of ``values``: ``len(values) × n``."""
+    def images(self, values, *, single=False):
+        """``m`` at each of ``values``: ``len(values) × n``; ``single=True`` allows single
+        precision where it is faster (then within :attr:`single_error` of exact)."""
         self.count += len(values)
         kernels = [self.family.kernel(v) for v in values]
-        return predictions(self.sources, kernels, self.family.layout.shape, self.spectrum)
+        return predictions(self.sources, kernels, self.family.layout.shape, self.spectrum,
+                           self._work, single)
+
+    @property
+    def single_error(self):
+        """A bound on the pointwise error of single-precision images of unit-sum kernels:
+        float32 rounding (6e-8) amplified by the FFT's log-depth, with a wide margin."""
+        return 1e-5 * self.abs_max
 
 
 class _Nodes:
@@ -192,8 +201,8 @@ class Window:
         worst = max(self.nodes.kernel_error(self._s(t)) for t in np.linspace(-1, 1, _GRID))
         # The line's pointwise error (twice its sampled worst, for the points between the
         # samples), plus the rounding of the exact images themselves.
-        error = self.a_max * (2.0 * worst + 1e-13) * exact.abs_max
-        self._split(exact.images((lo, hi)), amplitude, half_a, error)
+        error = self.a_max * ((2.0 * worst + 1e-13) * exact.abs_max + exact.single_error)
+        self._split(exact.images((lo, hi), single=True), amplitude, half_a, error)
 
     def _s(self, tau):
         return 0.5 * (self.lo + self.hi) + 0.5 * (self.hi - self.lo) * tau
@@ -201,34 +210,38 @@ class Window:
     def _split(self, M, amplitude, half_a, error):
         b = self.exact.b
         n = b.size
-        self.sign = np.zeros(n)
+        self.sign = np.empty(n)
         kept, g, g_b, stats, center = [], np.zeros(2), 0.0, np.zeros(3), 0.0
+        # |m̃(τ) − mid| ≤ |d|/2 for τ ∈ [−1, 1] (d = hi − lo, mid = (hi + lo)/2), and A
+        # moves the prediction by at most half_a·(|mid| + |d|/2) more: the residual's sign
+        # is fixed where |A·mid − b| exceeds that plus the pointwise error.
+        reach = 0.5 * (abs(amplitude) + half_a)
         for start in range(0, n, _CHUNK):
             part = slice(start, min(start + _CHUNK, n))
-            lo, hi, bb = M[0, part], M[1, part], b[part]
-            d = hi - lo
-            mid = hi + lo
+            lo, hi, bb, sign = M[0, part], M[1, part], b[part], self.sign[part]
+            mid = np.add(hi, lo)
             mid *= 0.5
-            # |m̃(τ) − mid| ≤ |d|/2 for τ ∈ [−1, 1]; A moves the prediction by at most
-            # half_a·(|mid| + |d|/2) more.
-            reach = np.abs(d)
-            reach *= 0.5
-            margin = reach * abs(amplitude)
-            if half_a > 0:
-                margin += half_a * (np.abs(mid) + reach)
-            margin += error
-            r = amplitude * mid
+            r = mid * amplitude
             r -= bb
-            size = np.abs(r)
-            center += float(size.sum())
-            active = size <= margin
-            sign = np.sign(r)
+            np.sign(r, out=sign)
+            np.abs(r, out=r)
+            center += float(r.sum())
+            d = np.subtract(hi, lo)
+            stats[0] += d @ d
+            if half_a > 0:
+                stats[1:] += (d @ mid, mid @ mid)
+            np.abs(d, out=d)
+            d *= reach
+            d += error
+            if half_a > 0:
+                np.abs(mid, out=mid)
+                mid *= half_a
+                d += mid
+            active = r <= d
             sign[active] = 0.0
-            self.sign[part] = sign
             kept.append(np.flatnonzero(active) + start)
-            g += M[:, part] @ sign
+            g += (lo @ sign, hi @ sign)
             g_b += float(sign @ bb)
-            stats += (d @ d, d @ mid, mid @ mid)
         self.index = np.concatenate(kept)
         self.g, self.g_b = g, g_b
         self.m = M[:, self.index]
@@ -256,14 +269,11 @@ class Window:
         return amplitude * slope - self.g_b + float(np.abs(amplitude * m - self.b).sum()), \
             amplitude
 
-    def minimise(self, *, around=None, penalty=None, xatol=1e-5, scan=True):
-        """``(s, A, F, τ)`` minimising ``F`` (less ``penalty(s)``) over the window, or near
-        ``around`` (a value of ``s``) when given: a scan, then bounded Brent to ``xatol``
-        (in half-widths of the window; ``scan=False`` stops after the scan)."""
+    def minimise(self, *, around=None, xatol=1e-5):
+        """``(s, A, F, τ)`` minimising ``F`` over the window, or near ``around`` (a value of
+        ``s``) when given: a scan, then bounded Brent to ``xatol`` (in half-widths)."""
         def objective(tau):
-            s = self._s(float(tau))
-            value = self.profile(s)[0]
-            return value - penalty(s) if penalty is not None else value
+            return self.profile(self._s(float(tau)))[0]
 
         step = 2.0 / (_GRID - 1)
         if around is None:
@@ -275,14 +285,10 @@ class Window:
         j = int(np.argmin(values))
         best_tau, best = float(tau[j]), values[j]
         a, b = tau[max(j - 1, 0)], tau[min(j + 1, tau.size - 1)]
-        if scan and b > a:
+        if b > a:
             res = scipy.optimize.minimize_scalar(objective, bounds=(a, b), method="bounded",
                                                  options={"xatol": xatol, "maxiter": 200})
             if res.fun < best:
                 best_tau, best = float(res.x), float(res.fun)
         s = self._s(best_tau)
         return s, self.profile(s)[1], best, best_tau
-
-    def bound(self, s):
-        """``B(s)``: how far the model's objective can be from the exact one at ``s``."""
-        return self.a_max * self.exact.abs_sum * self.nodes.kernel_error(s)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.forward import convolve_extended
-from .rank_one import convolve_valid_rank_one, rank_one_factors
+from .rank_one import convolve_spectrum_rank_one, convolve_valid_rank_one, rank_one_factors
 
-__all__ = ["Band", "sample", "predictions", "used_b", "extended_abs"]
+__all__ = ["Band", "sample", "predictions", "used_b", "extended_abs_max"]
 
 
 @dataclass
@@ -77,40 +77,70 @@ def _spread(length, size, count):
     return np.unique(np.linspace(0, length - size, count).round().astype(int))
 
 
-def predictions(sources, kernels, kernel_shape, spectrum=None):
+# From this kernel size on, a product with a shared spectrum beats two 1-D passes.
+_FFT_FROM = 9
+
+
+def predictions(sources, kernels, kernel_shape, spectrum=None, work=None, single=False):
     """``X k`` over the used pixels of every source, for each kernel: ``len(kernels) × n``.
 
-    Rank-one kernels take two 1-D passes (:mod:`~kernelfit.models.rank_one`); the others
-    the FFT, through ``spectrum(i)`` (an
-    :class:`~kernelfit.core.forward.ExtendedSpectrum` of source ``i``, reused) when given.
+    With ``spectrum(i)`` (an :class:`~kernelfit.core.forward.ExtendedSpectrum` of source
+    ``i``, computed once and reused), kernels of 9 pixels or more across take the FFT
+    product (rank-one kernels from their 1-D transforms); otherwise rank-one kernels take
+    two 1-D passes (:mod:`~kernelfit.models.rank_one`) and the others a direct FFT
+    convolution.  ``work`` keeps buffers between calls; ``single=True`` lets the FFT
+    product run in single precision (:func:`~kernelfit.models.rank_one.convolve_spectrum_rank_one`).
     """
     factors = [rank_one_factors(np.reshape(k, kernel_shape)) for k in kernels]
+    work = {} if work is None else work
+    fft = spectrum is not None and max(kernel_shape) >= _FFT_FROM
+    if not fft and len(sources) == 1 and sources[0].use is None \
+            and all(uv is not None for uv in factors):
+        return _rank_one_in_place(sources[0], factors, kernel_shape, work)
     out = np.empty((len(kernels), sum(source.n_used for source in sources)))
     start = 0
     for i, source in enumerate(sources):
         stop = start + source.n_used
         for row, (k, uv) in enumerate(zip(kernels, factors)):
-            if uv is not None:
-                image = convolve_valid_rank_one(source.extended, *uv)
+            if fft and uv is not None:
+                image = convolve_spectrum_rank_one(spectrum(i), *uv, work=work,
+                                                   single=single)
             elif spectrum is not None:
                 image = spectrum(i).convolve_valid(np.reshape(k, kernel_shape))
+            elif uv is not None:
+                image = convolve_valid_rank_one(source.extended, *uv, work=work)
             else:
                 image = convolve_extended(source.extended, np.reshape(k, kernel_shape))
-            out[row, start:stop] = image.ravel() if source.use is None else image[source.use]
+            dest = out[row, start:stop]
+            if source.use is None:
+                np.copyto(dest.reshape(image.shape), image)
+            else:
+                dest[:] = image[source.use]
         start = stop
     return out
 
 
+def _rank_one_in_place(source, factors, kernel_shape, work):
+    """:func:`predictions` of one unmasked source and rank-one kernels, each written by its
+    last pass straight into the rows of the result (no copy)."""
+    kh, kw = kernel_shape
+    ph, pw = source.extended.shape
+    rows, cols = ph - kh + 1, pw - kw + 1
+    block = np.empty((len(factors), ph * cols))
+    for row, uv in enumerate(factors):
+        convolve_valid_rank_one(source.extended, *uv, work=work,
+                                rows_out=block[row].reshape(ph, cols))
+    start = (kh // 2) * cols
+    return block[:, start:start + rows * cols]
+
+
 def used_b(sources):
     """``b`` over the used pixels of every source, in the order of :func:`predictions`."""
-    return np.concatenate([s.b_used.ravel() if s.use is None else s.b_used[s.use]
-                           for s in sources])
+    parts = [s.b_used.ravel() if s.use is None else s.b_used[s.use] for s in sources]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def extended_abs(sources):
-    """``(Σ|P|, max|P|)`` over the sources' extended images: a kernel error ``ε`` changes
-    the predictions by at most ``‖ε‖₁·Σ|P|`` summed over the pixels, ``‖ε‖₁·max|P|`` at any
-    one."""
-    sums = [float(np.abs(s.extended).sum()) for s in sources]
-    highs = [float(np.abs(s.extended).max()) for s in sources]
-    return sum(sums), max(highs)
+def extended_abs_max(sources):
+    """``max|P|`` over the sources' extended images: a kernel error ``ε`` changes any one
+    prediction by at most ``‖ε‖₁·max|P|``."""
+    return max(max(float(s.extended.max()), -float(s.extended.min())) for s in sources)

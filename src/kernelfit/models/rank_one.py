@@ -10,9 +10,10 @@ model image this way at every node of its window.
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
 import scipy.ndimage
 
-__all__ = ["rank_one_factors", "convolve_valid_rank_one"]
+__all__ = ["rank_one_factors", "convolve_valid_rank_one", "convolve_spectrum_rank_one"]
 
 # A kernel is treated as rank one when the best rank-one approximation through its largest
 # entry reproduces it to this relative accuracy: rounding of a product of two float64
@@ -53,7 +54,7 @@ def rank_one_factors(kernel):
     return u, v
 
 
-def convolve_valid_rank_one(extended, u, v):
+def convolve_valid_rank_one(extended, u, v, *, out=None, work=None, rows_out=None):
     """The 'valid' convolution of ``extended`` with ``outer(u, v)``, as two 1-D passes.
 
     Parameters
@@ -62,6 +63,14 @@ def convolve_valid_rank_one(extended, u, v):
         The extended image ``P`` (float64).
     u, v : 1-D ndarray
         The kernel's column and row factors (lengths ``kh``, ``kw``).
+    out : (Ph − kh + 1, Pw − kw + 1) ndarray, optional
+        Where to write the result.
+    rows_out : (Ph, Pw − kw + 1) ndarray, optional
+        Memory for the last pass, whose rows ``kh // 2`` to ``kh // 2 + Ph − kh`` are then
+        the result (returned as a view, no copy).
+    work : dict, optional
+        Buffers kept between calls, one set per image shape (fresh large arrays cost page
+        faults at every call).
 
     Returns
     -------
@@ -79,10 +88,66 @@ def convolve_valid_rank_one(extended, u, v):
     True
     """
     kh, kw = len(u), len(v)
+    ph, pw = extended.shape
+    key = (ph, pw, kh, kw)
+    buffers = None if work is None else work.get(key)
+    if buffers is None:
+        buffers = {"cols": np.empty((ph, pw)), "rows": np.empty((ph, pw - kw + 1))}
+        if work is not None:
+            work[key] = buffers
     # A convolution is a correlation with the reversed weights; ndimage centres a length-n
     # filter at n // 2, so the 'valid' part of its output starts there (the boundary mode
-    # only affects the discarded margin).
-    rows = scipy.ndimage.correlate1d(extended, u[::-1], axis=0, mode="constant")
-    rows = rows[kh // 2: kh // 2 + extended.shape[0] - kh + 1]
-    out = scipy.ndimage.correlate1d(rows, v[::-1], axis=1, mode="constant")
-    return out[:, kw // 2: kw // 2 + extended.shape[1] - kw + 1]
+    # only affects the discarded margin).  Rows last: the valid rows of the last output are
+    # one contiguous block, which can be the caller's own memory (``rows_out``).
+    scipy.ndimage.correlate1d(extended, v[::-1], axis=1, mode="constant",
+                              output=buffers["cols"])
+    cols = buffers["cols"][:, kw // 2: kw // 2 + pw - kw + 1]
+    target = buffers["rows"] if rows_out is None else rows_out
+    scipy.ndimage.correlate1d(cols, u[::-1], axis=0, mode="constant", output=target)
+    valid = target[kh // 2: kh // 2 + ph - kh + 1]
+    if rows_out is not None:
+        return valid
+    if out is None:
+        return valid.copy()
+    np.copyto(out, valid)
+    return out
+
+
+def convolve_spectrum_rank_one(spectrum, u, v, *, work=None, single=False):
+    """The 'valid' convolution of an extended image with ``outer(u, v)`` from its spectrum.
+
+    The kernel's 2-D transform is the outer product of the 1-D transforms of ``u`` and
+    ``v``, so each image costs one product and one inverse transform; the image's own
+    transform (``spectrum``, an :class:`~kernelfit.core.forward.ExtendedSpectrum`) is
+    shared by every kernel.  A view of the inverse transform is returned: copy it before
+    the next call with the same ``work``.  ``single=True`` computes in single precision
+    (relative error of order 1e-7 of ``max|P|·‖k‖₁``; twice as fast).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kernelfit.core.forward import ExtendedSpectrum
+    >>> P = np.random.default_rng(0).random((9, 8))
+    >>> u, v = np.array([1.0, 2.0, 0.5]), np.array([0.25, 1.0])
+    >>> spectrum = ExtendedSpectrum(P, (3, 2))
+    >>> bool(np.allclose(convolve_spectrum_rank_one(spectrum, u, v),
+    ...                  spectrum.convolve_valid(np.outer(u, v))))
+    True
+    """
+    kh, kw = len(u), len(v)
+    ly, lx = spectrum.fft_shape
+    work = {} if work is None else work
+    hat = spectrum.hat
+    if single:
+        key = ("hat32", id(spectrum))
+        if key not in work:
+            work[key] = hat.astype(np.complex64)
+        hat = work[key]
+    product = work.get(("product", hat.shape, hat.dtype))
+    if product is None:
+        product = work[("product", hat.shape, hat.dtype)] = np.empty_like(hat)
+    np.multiply(hat, scipy.fft.fft(u, ly).astype(hat.dtype)[:, None], out=product)
+    product *= scipy.fft.rfft(v, lx).astype(hat.dtype)[None, :]
+    full = scipy.fft.irfft2(product, (ly, lx), overwrite_x=True)
+    ph, pw = spectrum.extended.shape
+    return full[kh - 1:ph, kw - 1:pw]
