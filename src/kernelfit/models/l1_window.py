@@ -179,6 +179,9 @@ def amplitude_l1(m, b, slope, lo, hi, order=None):
 class Window:
     """The model of the L1 objective over ``[lo, hi] × [A_lo, A_hi]`` (module docstring).
 
+    ``single=True`` lets the two node images be computed in single precision where that is
+    faster (:meth:`Sources.images`); the split allows for their error.
+
     Attributes
     ----------
     lo, hi, a_lo, a_hi : float
@@ -191,7 +194,7 @@ class Window:
         least-squares curvature in ``(s, A)``, for the next window's width.
     """
 
-    def __init__(self, exact: Sources, lo, hi, amplitude, half_a, fixed_a):
+    def __init__(self, exact: Sources, lo, hi, amplitude, half_a, fixed_a, *, single=True):
         self.exact, self.family = exact, exact.family
         self.lo, self.hi, self.fixed_a = lo, hi, fixed_a
         self.a_lo, self.a_hi = amplitude - half_a, amplitude + half_a
@@ -201,8 +204,9 @@ class Window:
         worst = max(self.nodes.kernel_error(self._s(t)) for t in np.linspace(-1, 1, _GRID))
         # The line's pointwise error (twice its sampled worst, for the points between the
         # samples), plus the rounding of the exact images themselves.
-        error = self.a_max * ((2.0 * worst + 1e-13) * exact.abs_max + exact.single_error)
-        self._split(exact.images((lo, hi), single=True), amplitude, half_a, error)
+        error = self.a_max * ((2.0 * worst + 1e-13) * exact.abs_max
+                              + (exact.single_error if single else 0.0))
+        self._split(exact.images((lo, hi), single=single), amplitude, half_a, error)
 
     def _s(self, tau):
         return 0.5 * (self.lo + self.hi) + 0.5 * (self.hi - self.lo) * tau

@@ -47,6 +47,8 @@ _WIDTH = 4.0            # a level's window: this many standard errors of the pre
 _GROWTH = 4.0           # a window whose answer is on its edge moves there, this much wider
 _MAX_WINDOWS = 12       # per level
 _MAX_POLISH = 6
+_MAX_REFINE = 4         # narrower windows around the last level's answer
+_REFINE = 32            # ... while the last was this many times wider than needed
 _EDGE = 1e-3            # an answer this close to the window's edge (in half-widths) is on it
 _IMPROVES = 5e-10       # a model point better than the best exact by this (relative) is tried
 _START_PIXELS = (4096, 16384)   # the start's sample: N/64 pixels, within these
@@ -110,7 +112,7 @@ def fit_l1_one_parameter(pairs, layout: _Layout, *, spectrum=None):
             return None
         s, a, se_s, se_a, record, final = found
         info["l1_levels"].append(dict(record, pixels=exact.n, images=exact.count))
-    point, window = final
+    point, window = _refine(exact, family, final, fixed_a, rounding, info)
     # Image evaluations in units of one of the whole data.
     info["l1_images"] = sum(level["images"] * level["pixels"]
                             for level in info["l1_levels"]) / n
@@ -119,11 +121,35 @@ def fit_l1_one_parameter(pairs, layout: _Layout, *, spectrum=None):
     return theta, point.residual, _gauss_newton(window, point.amplitude, fixed_a), notes, info
 
 
+def _refine(exact, family, final, fixed_a, rounding, info):
+    """Narrower windows (double precision) around the answer while the last one was far
+    wider than the answer's own standard error: a window's model is only as precise as the
+    interpolation over its width (noise-free data: the L1 minimum is a sharp kink at zero
+    objective)."""
+    point, window = final
+    for _ in range(_MAX_REFINE):
+        se_s, se_a = _standard_errors(window.slope_stats, window.hi - window.lo,
+                                      point.amplitude, point.objective / exact.n, fixed_a)
+        half_s = _half(se_s, point.s)
+        if point.objective <= rounding or not window.hi - window.lo > 2 * _REFINE * half_s:
+            break
+        found = _level(exact, family, point.s, point.amplitude, half_s,
+                       _half(se_a, point.amplitude) * (not fixed_a), fixed_a, True,
+                       rounding, single=False)
+        if found is None:
+            break
+        info["l1_levels"].append(dict(found[4], pixels=exact.n, images=exact.count))
+        if not found[5][0].objective < point.objective:
+            break
+        point, window = found[5]
+    return point, window
+
+
 def _half(se, value):
     """A window's half-width from a standard error, kept within sane limits of the value."""
     scale = max(abs(value), 1e-12)
     half = _WIDTH * se if np.isfinite(se) else 0.05 * scale
-    return float(np.clip(half, 1e-9 * scale, 0.5 * scale))
+    return float(np.clip(half, 1e-13 * scale, 0.5 * scale))
 
 
 def _start(family, sample, layout, fixed_a):
@@ -186,12 +212,13 @@ def _gauss_newton(window, amplitude, fixed_a):
     return _curvature(window.slope_stats, window.hi - window.lo, amplitude, fixed_a)
 
 
-def _level(exact, family, s_c, a_c, half_s, half_a, fixed_a, last, rounding):
+def _level(exact, family, s_c, a_c, half_s, half_a, fixed_a, last, rounding, *,
+           single=True):
     """The search on one sample: windows from ``(s_c, a_c)`` until the answer is inside
     one; on the last level, polished and certified.
 
-    Returns ``(s, A, se_s, se_A, record, final)`` with ``final = (point, window, gap)`` on
-    the last level, else None; or ``None`` when the search gives up."""
+    Returns ``(s, A, se_s, se_A, record, final)`` with ``final = (point, window)`` on the
+    last level, else None; or ``None`` when the search gives up."""
     queue, crossed, windows, best = [(s_c, a_c, half_s, half_a)], set(), [], None
     while queue:
         if len(windows) >= _MAX_WINDOWS:
@@ -199,9 +226,16 @@ def _level(exact, family, s_c, a_c, half_s, half_a, fixed_a, last, rounding):
         s_c, a_c, half_s, half_a = queue.pop(0)
         lo, hi = max(s_c - half_s, family.lower), min(s_c + half_s, family.upper)
         lo, hi, jump_lo, jump_hi = family.piece(s_c, lo, hi)
+        # A jump of the kernel inside the nominal window cuts it: the piece beyond is
+        # searched too (its minimum may be lower, the objective being discontinuous).
+        for jump, edge, direction in ((jump_lo, lo, -1.0), (jump_hi, hi, 1.0)):
+            across = family.across(edge, direction) if jump and edge not in crossed else None
+            if across is not None:
+                crossed.update((edge, across))      # both sides of the jump
+                queue.append((across, a_c, half_s, half_a))
         if not hi - lo > 1e-12 * max(abs(s_c), 1.0):
-            return None     # no room for a window (a start between a bound and a jump)
-        window = Window(exact, lo, hi, a_c, half_a, fixed_a)
+            continue        # no room for a window (a start between a bound and a jump)
+        window = Window(exact, lo, hi, a_c, half_a, fixed_a, single=single)
         windows.append({"lo": lo, "hi": hi, "kept": window.n_kept})
         # Levels before the last only place the next window: a coarse answer does.
         s, a, value, tau = window.minimise(xatol=1e-5 if last else 1e-3)
@@ -222,13 +256,8 @@ def _level(exact, family, s_c, a_c, half_s, half_a, fixed_a, last, rounding):
             value = point.objective
         if best is None or value < best[0]:
             best = (value, s, a, window, point if last else None)
-        jump = (at_lo and jump_lo) or (at_hi and jump_hi)
-        edge = lo if at_lo else hi
-        if jump and edge not in crossed:
-            crossed.add(edge)
-            across = family.across(edge, -1.0 if at_lo else 1.0)
-            if across is not None:
-                queue.append((across, a, half_s, half_a))
+    if best is None:
+        return None
     value, s, a, window, point = best
     if last:
         s, a = point.s, point.amplitude
