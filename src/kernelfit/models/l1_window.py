@@ -255,7 +255,13 @@ class Window:
         self.slope_stats = tuple(float(x) for x in stats)
 
     def add_node(self, s, image):
-        """Make the exact image ``m(s)`` a node of the interpolant."""
+        """Make the exact image ``m(s)`` a node of the interpolant (replacing the node's
+        single-precision image if ``s`` is one already)."""
+        same = np.flatnonzero(self.nodes.s == s)
+        if same.size:
+            self.g[same[0]] = image @ self.sign
+            self.m[same[0]] = image[self.index]
+            return
         self.nodes.add(s)
         self.g = np.append(self.g, image @ self.sign)
         self.m = np.vstack([self.m, image[self.index]])

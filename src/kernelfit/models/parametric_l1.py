@@ -271,8 +271,9 @@ def _polish(window, s, amplitude, rounding):
     """Exact images at the model's answers until it finds nothing better than the best
     exactly evaluated point and the certificate holds: ``(point, gap)``, or ``None`` if the
     model's objective at a node disagrees with the exact one (a broken split)."""
-    best = None
+    best, polished = None, set()
     for _ in range(_MAX_POLISH):
+        polished.add(s)
         image = window.exact.images((s,))[0]
         window.add_node(s, image)
         value, amplitude = window.profile(s)
@@ -287,7 +288,7 @@ def _polish(window, s, amplitude, rounding):
         if best.objective <= rounding:
             return best                 # an exact fit, to rounding
         s_next, a_next, model, _ = window.minimise(around=best.s)
-        if model < best.objective * (1.0 - _IMPROVES) and s_next not in window.nodes.s:
+        if model < best.objective * (1.0 - _IMPROVES) and s_next not in polished:
             s, amplitude = s_next, a_next
             continue
         break
