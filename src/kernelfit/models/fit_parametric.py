@@ -8,7 +8,10 @@ The fit runs in stages, one module each:
 * :mod:`~kernelfit.models.parametric_l2`: the least-squares fit on the statistics alone,
   multi-start from the family's candidates;
 * :mod:`~kernelfit.models.parametric_robust`: ``loss='l1'`` (exact minimiser) and
-  ``loss='huber'`` on the images, from the L2 answer.
+  ``loss='huber'`` on the images, from the L2 answer;
+* :mod:`~kernelfit.models.parametric_l1`: ``loss='l1'`` for a family with one shape
+  parameter (Gaussian σ, disk radius; amplitude free or fixed, no offset or background):
+  a window search on the images that needs no statistics at all, tried first.
 
 Uncertainty
 -----------

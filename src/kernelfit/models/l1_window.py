@@ -223,14 +223,14 @@ class Window:
         for start in range(0, n, _CHUNK):
             part = slice(start, min(start + _CHUNK, n))
             lo, hi, bb, sign = M[0, part], M[1, part], b[part], self.sign[part]
-            mid = np.add(hi, lo)
+            mid = np.add(hi, lo, dtype=np.float64)
             mid *= 0.5
             r = mid * amplitude
             r -= bb
             np.sign(r, out=sign)
             np.abs(r, out=r)
             center += float(r.sum())
-            d = np.subtract(hi, lo)
+            d = np.subtract(hi, lo, dtype=np.float64)
             stats[0] += d @ d
             if half_a > 0:
                 stats[1:] += (d @ mid, mid @ mid)
@@ -244,11 +244,11 @@ class Window:
             active = r <= d
             sign[active] = 0.0
             kept.append(np.flatnonzero(active) + start)
-            g += (lo @ sign, hi @ sign)
+            g += (float(np.dot(lo, sign)), float(np.dot(hi, sign)))
             g_b += float(sign @ bb)
         self.index = np.concatenate(kept)
         self.g, self.g_b = g, g_b
-        self.m = M[:, self.index]
+        self.m = M[:, self.index].astype(np.float64)
         self.b = b[self.index]
         self.n_kept = int(self.index.size)
         self.center_objective = center

@@ -47,7 +47,6 @@ from ..core.conventions import normalize_center
 from ..core.design import PreparedPair
 from ..core.forward import ExtendedSpectrum
 from .kernel_model import KernelModel
-from .pixel_sample import predictions
 from ..stats.background import background_coefficients, profiled_statistics
 from ..stats.compute import choose_method, statistics
 from ..stats.gram import SufficientStatistics
@@ -240,11 +239,6 @@ class _Data:
             r = self._spectrum(i).convolve_valid(k) - pair.b_used
             parts.append(r.ravel() if pair.use is None else r[pair.use])
         return np.concatenate(parts)
-
-    def predictions(self, kernels):
-        """``X k`` over the used pixels of every pair for each kernel, ``len(kernels) × n``
-        (:func:`~kernelfit.models.pixel_sample.predictions`, FFT spectra shared)."""
-        return predictions(self.pairs, kernels, self.shape, self._spectrum)
 
     def columns(self, J):
         """``X·J[:, j]`` over the used pixels, as an ``n × m`` matrix."""

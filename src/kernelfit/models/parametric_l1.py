@@ -4,30 +4,31 @@ The problem is ``min f(s, A) = Σ_i |A·m_i(s) − b_i|`` over the family's one 
 (σ of a Gaussian) and, unless ``normalize=`` fixes it, the amplitude ``A``, with
 ``m(s) = a ⊛ k(s)`` over the used pixels of every pair.  A scalar search over convolutions
 of the image (``minimize_scalar`` over ``gaussian_filter``) pays one convolution per step,
-some fifteen in all; this search pays about three of the whole image:
+fifteen or so in all; this search pays about three images of the whole data, and needs no
+statistics:
 
-1. **Start.**  A scan and bounded Brent over the family's whole range of ``s``, on a sample
-   of a few thousand pixels (bands of rows spread over every pair,
-   :mod:`~kernelfit.models.pixel_sample`), with the amplitude by least squares.
-2. **Levels.**  Samples eight times larger each, up to every pixel: on each, a window a few
-   standard errors (of the previous answer) wide around the previous answer, in which the
-   exact L1 objective is modelled from two exact images
-   (:class:`~kernelfit.models.l1_window.Window`: sign split, weighted-median amplitude).
-   When the answer is on the window's edge, the window moves there, four times wider; on a
-   jump of the kernel (the radius of ``Gaussian(truncate=)``), the neighbouring piece is
-   searched too.
+1. **Start.**  A scan and bounded Brent over the family's whole range of ``s`` on a sample
+   of a few thousand pixels (tiles spread over every pair,
+   :mod:`~kernelfit.models.pixel_sample`), the amplitude by least squares.
+2. **Levels.**  A sample of ``√(N·n₀)`` pixels (bands of rows), then every pixel: on each, a
+   window a few standard errors (of the previous answer) wide around the previous answer,
+   in which the exact L1 objective is modelled from two exact images (single precision
+   where that is faster; :class:`~kernelfit.models.l1_window.Window`: sign split,
+   weighted-median amplitude).  When the answer is on the window's edge the window moves
+   there, four times wider; where a jump of the kernel (the radius of
+   ``Gaussian(truncate=)``) cuts a window, the piece beyond is searched too.
 3. **Polish** (every pixel).  The exact image at the model's answer becomes a node, which
-   makes the model exact there; the model is searched again, until it finds nothing better
-   than the best exactly evaluated point and the certificate holds.
-4. **Certificate.**  ``f(ŝ, Â) − min_s [F(s) − B(s)]`` over the last window
-   (``B`` bounds the model's error, :meth:`~kernelfit.models.l1_window.Window.bound`):
-   how far the returned objective can lie above the window's minimum, relative, in
-   ``info['l1_gap_bound']``; the polish adds nodes until it is below 1e-10.
+   makes the model exact there; the model is searched again, and a better point it finds
+   (by more than 5e-10 of the objective) is evaluated in turn.  The best exactly evaluated
+   point is the answer, with its exact objective and residual.
+4. **Refinement.**  While the last window was far wider than the answer's own standard
+   error (noise-free data: the minimum is a sharp kink at zero), a narrower window, in
+   double precision, around the answer.
 
-The answer's objective and residual are exact (computed from its own image).  The standard
-errors use the Gauss–Newton matrix from the last window's images.  ``None`` means the
-search does not apply or gave up (the windows kept moving, or the model's objective at the
-answer disagreed with the exact one): the caller takes the general path.
+The standard errors use the Gauss–Newton matrix from the last window's images.  ``None``
+means the search does not apply or gave up (the windows kept moving, or the model's
+objective at a node disagreed with the exact one, a broken split): the caller takes the
+general path.
 """
 
 from __future__ import annotations
@@ -153,9 +154,9 @@ def _half(se, value):
 
 
 def _start(family, sample, layout, fixed_a):
-    """``(s, A, se_s, se_a)`` on a small sample: a scan of the family's range, then Brent;
-    the amplitude by least squares for each ``s`` (robust enough for a start: the levels'
-    windows move the amplitude too)."""
+    """``(s, A, se_s, se_a, record)`` on a small sample: a scan of the family's range, then
+    Brent; the amplitude by least squares for each ``s`` (robust enough for a start: the
+    levels' windows move the amplitude too)."""
     exact = Sources(family, sample)
     b = exact.b
 
@@ -215,7 +216,7 @@ def _gauss_newton(window, amplitude, fixed_a):
 def _level(exact, family, s_c, a_c, half_s, half_a, fixed_a, last, rounding, *,
            single=True):
     """The search on one sample: windows from ``(s_c, a_c)`` until the answer is inside
-    one; on the last level, polished and certified.
+    one; on the last level, polished.
 
     Returns ``(s, A, se_s, se_A, record, final)`` with ``final = (point, window)`` on the
     last level, else None; or ``None`` when the search gives up."""
@@ -269,8 +270,8 @@ def _level(exact, family, s_c, a_c, half_s, half_a, fixed_a, last, rounding, *,
 
 def _polish(window, s, amplitude, rounding):
     """Exact images at the model's answers until it finds nothing better than the best
-    exactly evaluated point and the certificate holds: ``(point, gap)``, or ``None`` if the
-    model's objective at a node disagrees with the exact one (a broken split)."""
+    exactly evaluated point: that point, or ``None`` if the model's objective at a node
+    disagrees with the exact one (a broken split)."""
     best, polished = None, set()
     for _ in range(_MAX_POLISH):
         polished.add(s)
