@@ -4,7 +4,9 @@ Structured models fitted on prepared image pairs or their statistics (radial, po
 separable, low rank) and the parametric families (:mod:`~kernelfit.models.parametric`:
 Gaussian, Moffat, disk, motion, box; built from ``kernel_model``, ``families``, ``coverage``
 and ``moments``) with their nonlinear fitter (:mod:`~kernelfit.models.fit_parametric`, with
-``parametric_data``, ``parametric_l2`` and ``parametric_robust``).
+``parametric_data``, ``parametric_l2`` and ``parametric_robust``; the L1 window search of
+one-parameter families in ``parametric_l1``, with ``l1_window``, ``pixel_sample`` and
+``rank_one``).
 
 Rule: returns parameters and kernels, never a :class:`~kernelfit.KernelFit`; imports
 ``solvers``, ``stats`` and ``core`` only (not ``select``, its sibling).

@@ -8,7 +8,10 @@ The fit runs in stages, one module each:
 * :mod:`~kernelfit.models.parametric_l2`: the least-squares fit on the statistics alone,
   multi-start from the family's candidates;
 * :mod:`~kernelfit.models.parametric_robust`: ``loss='l1'`` (exact minimiser) and
-  ``loss='huber'`` on the images, from the L2 answer.
+  ``loss='huber'`` on the images, from the L2 answer;
+* :mod:`~kernelfit.models.parametric_l1`: ``loss='l1'`` for a family with one shape
+  parameter (Gaussian σ, disk radius; amplitude free or fixed, no offset or background):
+  a window search on the images that needs no statistics at all, tried first.
 
 Uncertainty
 -----------
@@ -41,7 +44,9 @@ from .parametric_data import _Data, _Layout
 # Re-exported: its tests import it from here.
 from .parametric_data import _reflect_symmetric_statistics  # noqa: F401
 from .parametric_l2 import _fit_l2, _symmetric_kernel
+from .parametric_l1 import applies, fit_l1_one_parameter
 from .parametric_robust import _fit_huber, _fit_l1, _ImageProblem
+from ..stats.gram import SufficientStatistics
 
 __all__ = ["ParametricFit", "fit_parametric", "LOSSES"]
 
@@ -198,6 +203,12 @@ def fit_parametric(pairs, model, shape, center=None, *, loss="l2", f_scale=1.0, 
     background = check_degree(background)
     symmetric = bool(getattr(model, "symmetric", False)) and not fit_offset \
         and background is None
+    if loss == "l1" and background is None and x0 is None \
+            and not isinstance(pairs, SufficientStatistics):
+        fast = _fit_l1_window(pairs, model, shape, center, normalize, bool(fit_offset),
+                              started)
+        if fast is not None:
+            return fast
     data = _Data(pairs, shape, center, needs_images=loss != "l2", symmetric=symmetric,
                  background=background)
     layout = _Layout(model, shape, data.center, normalize, bool(fit_offset))
@@ -234,13 +245,37 @@ def fit_parametric(pairs, model, shape, center=None, *, loss="l2", f_scale=1.0, 
     return fit
 
 
-def _result(layout, data, theta, beta, residual, *, loss, f_scale, notes, ok, info):
-    """Canonical form, objective, uncertainty: the :class:`ParametricFit`."""
+def _fit_l1_window(pairs, model, shape, center, normalize, fit_offset, started):
+    """The L1 window search of :mod:`.parametric_l1` (one shape parameter), with no
+    statistics at all; ``None`` where it does not apply or gives up."""
+    data = _Data(pairs, shape, center, needs_images=True, symmetric=False, statistics=False)
+    layout = _Layout(model, shape, data.center, normalize, fit_offset)
+    if not applies(layout):
+        return None
+    t_data = time.perf_counter()
+    found = fit_l1_one_parameter(data.pairs, layout, spectrum=data._spectrum)
+    if found is None:
+        return None
+    theta, residual, gauss_newton, notes, info = found
+    t_robust = time.perf_counter()
+    fit = _result(layout, data, theta, None, residual, loss="l1", f_scale=1.0, notes=notes,
+                  ok=True, info=info, gauss_newton=gauss_newton)
+    info["seconds"] = {"statistics": t_data - started, "l2": 0.0,
+                       "robust": t_robust - t_data, "total": time.perf_counter() - started}
+    return fit
+
+
+def _result(layout, data, theta, beta, residual, *, loss, f_scale, notes, ok, info,
+            gauss_newton=None):
+    """Canonical form, objective, uncertainty: the :class:`ParametricFit`.  ``gauss_newton``
+    (``JᵀXᵀXJ`` over the free parameters) replaces the one from the statistics, and the
+    residual's RSS theirs, when the fit had no statistics."""
     theta = layout.canonical(theta)
     k, J = layout.kernel_jacobian(theta)
     # With a robust background the residual holds the fitted β; the statistics' RSS would be
     # that of the least-squares β.
-    rss = data.rss(k) if beta is None or residual is None else float(residual @ residual)
+    rss = data.rss(k) if (beta is None and gauss_newton is None) or residual is None \
+        else float(residual @ residual)
     n_free = len(layout.free)
     n = data.n_used   # pixels less the background terms: the degrees of freedom count both
     noise_std = float(np.sqrt(max(rss, 0.0) / (n - n_free))) if n > n_free else float("nan")
@@ -251,8 +286,11 @@ def _result(layout, data, theta, beta, residual, *, loss, f_scale, notes, ok, in
     info.update(unc_info)
     # With a background G is profiled: JᵀGJ is the Schur complement of the joint (θ, β)
     # Gauss–Newton matrix, so its inverse is θ's covariance with β as a nuisance.
-    Jr = data.reduce(J)
-    H = Jr.T @ (data.gram @ Jr)
+    if gauss_newton is None:
+        Jr = data.reduce(J)
+        H = Jr.T @ (data.gram @ Jr)
+    else:
+        H = gauss_newton
     cov, cov_note = _covariance(H, scale2, layout.free)
     if cov_note:
         notes.append(cov_note)
@@ -296,8 +334,13 @@ def _density_at_zero(residual):
     n = r.size
     if n < 2:
         return float("nan")
-    q75, q25 = np.percentile(r, [75, 25])
-    spread = min(np.std(r), (q75 - q25) / 1.349) or np.std(r)
+    # A regular subsample of at most 2^16 residuals (every k-th) estimates the density to
+    # about 1 %, enough for a standard error; 2^14 of them give the bandwidth's spread.
+    r = r[::-(-n // 65536)]
+    n = r.size
+    few = r[::-(-n // 16384)]
+    q75, q25 = np.percentile(few, [75, 25])
+    spread = min(np.std(few), (q75 - q25) / 1.349) or np.std(few)
     if not spread > 0:
         return float("nan")
     h = 0.9 * spread * n ** (-0.2)

@@ -60,7 +60,8 @@ class _Data:
     in whose coordinates ``gram``/``rhs`` are expressed.
     """
 
-    def __init__(self, pairs, shape, center, *, needs_images, symmetric, background=None):
+    def __init__(self, pairs, shape, center, *, needs_images, symmetric, background=None,
+                 statistics=True):
         self.shape = shape
         self.quadrant = None          # (cy, cx) when the statistics are in quadrant form
         self.statistics_path = "gram"
@@ -83,13 +84,19 @@ class _Data:
             self.pairs = _as_pairs(pairs)
             self.center = _prepared_center(self.pairs, shape, center)
             self.spectra = [None] * len(self.pairs)
+            self.n_pixels = sum(pair.n_used for pair in self.pairs)
+            if not statistics:
+                # Image space only (the parametric L1 window search): no Gram matrix.
+                self.statistics_path = "none"
+                self.gram = self.rhs = None
+                self.btb, self.n_used = float("nan"), self.n_pixels
+                return
             if background is not None:
                 gram, rhs, btb, n = self._profiled(background)
             elif symmetric and _reflect_symmetric_applies(self.pairs, shape, self.center):
                 gram, rhs, btb, n = self._quadrant_statistics()
             else:
                 gram, rhs, btb, n = self._statistics(needs_images)
-            self.n_pixels = sum(pair.n_used for pair in self.pairs)
         self.gram, self.rhs, self.btb, self.n_used = gram, rhs, float(btb), int(n)
         self._whiten()
 

@@ -1,6 +1,8 @@
 """Robust losses of a parametric fit, on the image residuals: exact L1 and Huber.
 
-``loss='l1'`` returns the exact minimiser of ``Σ|X k(θ) − b|``:
+``loss='l1'`` returns the exact minimiser of ``Σ|X k(θ) − b|`` (a family with one shape
+parameter and no background takes the faster window search of
+:mod:`~kernelfit.models.parametric_l1` instead; this is the general path, and its fallback):
 
 1. Reweighting from the L2 fit.  IRLS on the weighted statistics ``XᵀWX`` would cost
    ``N·p²`` per pass (general weights rule out the FFT path), but a parametric model needs
