@@ -7,7 +7,7 @@ differently:
 * **Quadratic regularisers** (``'ridge'``, ``'gradient'``, ``'laplacian'``): one multi-shift
   conjugate-gradient run gives the kernel, ``RSS`` and a Hutchinson estimate of the effective
   number of parameters ``tr H`` at every ``lam`` of the grid at once
-  (:func:`kernelfit.solvers.iterative.gcv_curve_iterative`).
+  (:func:`kernelfit.select.gcv_iterative.gcv_curve_iterative`).
 * **Non-smooth regularisers** (``'tv'``, ``'l1'``): the discrepancy principle along a path
   of warm-started proximal solves, with the noise level given or estimated by a GCV-chosen
   ``'gradient'`` fit.  (GCV itself needs the effective number of parameters, which has a
@@ -31,12 +31,10 @@ import numpy as np
 import scipy.fft
 
 from .direct import LambdaChoice
-from ..solvers.iterative import (
-    FFTKernelOperator,
-    gcv_curve_iterative,
-    penalty_eigenvalues,
-    solve_iterative,
-)
+from ..solvers.iterative import solve_iterative
+from ..solvers.operator import FFTKernelOperator
+from ..solvers.standard_form import penalty_eigenvalues
+from .gcv_iterative import gcv_curve_iterative
 
 # Relative tolerance of each proximal solve along a non-smooth path (the chosen lam is then
 # solved again at the caller's tolerance, warm-started).
