@@ -19,6 +19,7 @@ import numpy as np
 from ..core.conventions import normalize_shape
 from ..solvers.cg import multishift_block_cg
 from ..solvers.operator import as_operator
+from ..solvers.solution import check_limits
 from ..solvers.standard_form import StandardForm
 
 __all__ = ["GCVCurve", "gcv_curve_iterative", "gcv_lambda_iterative"]
@@ -156,11 +157,7 @@ def gcv_curve_iterative(pairs, shape, reg, *, lams, probes=4, seed=0, tol=1e-5,
                          "> 0")
     if isinstance(probes, bool) or not isinstance(probes, numbers.Integral) or probes < 1:
         raise ValueError(f"probes={probes!r} must be a positive integer")
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1:
-        raise ValueError(f"tol={tol!r} must be a number in (0, 1)")
-    if maxiter is not None and (isinstance(maxiter, bool)
-                                or not isinstance(maxiter, numbers.Integral) or maxiter < 1):
-        raise ValueError(f"maxiter={maxiter!r} must be a positive integer")
+    check_limits(tol, maxiter)
     maxiter = maxiter or _CG_MAXITER
     order = np.argsort(lams)
     lams = lams[order]

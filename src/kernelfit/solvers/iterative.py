@@ -25,7 +25,7 @@ from .fista import fista
 from .operator import FFTKernelOperator, as_operator
 from .proximal import project
 from .regularisers import NONSMOOTH
-from .solution import IterativeSolution
+from .solution import IterativeSolution, check_limits
 from .standard_form import penalty_eigenvalues
 
 __all__ = [
@@ -58,11 +58,7 @@ def _check_common(reg, lam, nonneg, total, tol, maxiter):
             raise ValueError(f"total={total!r} must be a finite number (the kernel's sum)")
         if nonneg and total < 0:
             raise ValueError(f"total={total!r} < 0 cannot be met by a kernel with nonneg=True")
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1:
-        raise ValueError(f"tol={tol!r} must be a number in (0, 1)")
-    if maxiter is not None and (isinstance(maxiter, bool)
-                                or not isinstance(maxiter, numbers.Integral) or maxiter < 1):
-        raise ValueError(f"maxiter={maxiter!r} must be a positive integer")
+    check_limits(tol, maxiter)
 
 
 def _check_x0(x0, shape):

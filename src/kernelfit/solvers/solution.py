@@ -9,13 +9,14 @@ energy-norm error with a delay that grows with the run.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from .regularisers import penalty_value
 
-__all__ = ["IterativeSolution", "NOISE_FRACTION", "objective", "objective_settled",
+__all__ = ["IterativeSolution", "NOISE_FRACTION", "check_limits", "objective", "objective_settled",
            "settled_at_noise", "window"]
 
 
@@ -94,3 +95,12 @@ def objective_settled(values, *, offset, tol, n, noise_std=None) -> bool:
     if noise_std is not None:
         allowed = max(allowed, NOISE_FRACTION * noise_std ** 2 / n)
     return values[-1 - back] - values[-1] <= allowed
+
+
+def check_limits(tol, maxiter):
+    """``ValueError`` unless ``0 < tol < 1`` and ``maxiter`` is ``None`` or a positive integer."""
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1:
+        raise ValueError(f"tol={tol!r} must be a number in (0, 1)")
+    if maxiter is not None and (isinstance(maxiter, bool)
+                                or not isinstance(maxiter, numbers.Integral) or maxiter < 1):
+        raise ValueError(f"maxiter={maxiter!r} must be a positive integer")
