@@ -7,7 +7,8 @@ import pytest
 import kernelfit as kf
 from kernelfit.core.design import prepare_pair
 from kernelfit.select.direct import RegularisationPath
-from kernelfit.solvers.iterative import gcv_curve_iterative, solve_iterative
+from kernelfit.select.gcv_iterative import gcv_curve_iterative
+from kernelfit.solvers.iterative import solve_iterative
 from kernelfit.solvers.regularisers import penalty_matrix
 from kernelfit.stats.compute import statistics
 

@@ -11,7 +11,8 @@ import kernelfit as kf
 from kernelfit.core.design import prepare_pair
 from kernelfit.core.forward import KernelOperator
 from kernelfit.solvers.regularisers import penalty_matrix, penalty_value
-from kernelfit.solvers.iterative import FFTKernelOperator, gcv_curve_iterative, gcv_lambda_iterative, penalty_eigenvalues, project, solve_iterative
+from kernelfit.select.gcv_iterative import gcv_curve_iterative, gcv_lambda_iterative
+from kernelfit.solvers.iterative import FFTKernelOperator, penalty_eigenvalues, project, solve_iterative
 
 
 # ------------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from ..select.direct import choose_lambda
 from ..select.iterative import choose_lambda_iterative
 from ..solvers.constrained import solve_quadratic, system_matrix
 from ..solvers.direct import solve_centred, solve_normal_equations
-from ..solvers.iterative import FFTKernelOperator, solve_iterative
+from ..solvers.iterative import solve_iterative
+from ..solvers.operator import FFTKernelOperator
 from ..solvers.projected import ProjectedOperator
 from ..solvers.regularisers import NONSMOOTH, penalty_matrix
 from ..solvers.weighted import matrix_free_pays, solve_weighted

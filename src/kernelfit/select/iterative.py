@@ -7,7 +7,7 @@ differently:
 * **Quadratic regularisers** (``'ridge'``, ``'gradient'``, ``'laplacian'``): one multi-shift
   conjugate-gradient run gives the kernel, ``RSS`` and a Hutchinson estimate of the effective
   number of parameters ``tr H`` at every ``lam`` of the grid at once
-  (:func:`kernelfit.solvers.iterative.gcv_curve_iterative`).
+  (:func:`kernelfit.select.gcv_iterative.gcv_curve_iterative`).
 * **Non-smooth regularisers** (``'tv'``, ``'l1'``): the discrepancy principle along a path
   of warm-started proximal solves, with the noise level given or estimated by a GCV-chosen
   ``'gradient'`` fit.  (GCV itself needs the effective number of parameters, which has a
@@ -31,12 +31,10 @@ import numpy as np
 import scipy.fft
 
 from .direct import LambdaChoice
-from ..solvers.iterative import (
-    FFTKernelOperator,
-    gcv_curve_iterative,
-    penalty_eigenvalues,
-    solve_iterative,
-)
+from ..solvers.iterative import solve_iterative
+from ..solvers.operator import FFTKernelOperator
+from ..solvers.standard_form import penalty_eigenvalues
+from .gcv_iterative import gcv_curve_iterative
 
 # Relative tolerance of each proximal solve along a non-smooth path (the chosen lam is then
 # solved again at the caller's tolerance, warm-started).
@@ -44,7 +42,7 @@ _PATH_TOL = 1e-4
 
 
 def choose_lambda_iterative(op: FFTKernelOperator, reg, *, noise_std=None, nonneg=False,
-                            total=None, lams=None):
+                            total=None, lams=None, probes=1):
     """Choose ``lam`` for ``reg`` on the matrix-free path.
 
     Parameters
@@ -59,6 +57,10 @@ def choose_lambda_iterative(op: FFTKernelOperator, reg, *, noise_std=None, nonne
         them.
     lams : array_like, optional
         The grid (positive values); default: see the module docstring.
+    probes : int, default 1
+        Hutchinson probes of the GCV trace (quadratic regularisers).  Each costs as much as
+        the data's own solve; one resolves GCV's minimum unless two grid points score
+        within about a percent of each other, which the choice's message then says.
 
     Returns
     -------
@@ -67,7 +69,7 @@ def choose_lambda_iterative(op: FFTKernelOperator, reg, *, noise_std=None, nonne
     grid = np.sort(np.asarray(lams, dtype=np.float64)) if lams is not None \
         else default_grid(op, reg)
     if reg in ("ridge", "gradient", "laplacian"):
-        choice, kernel = _quadratic(op, reg, grid, noise_std)
+        choice, kernel = _quadratic(op, reg, grid, noise_std, probes)
         noise = noise_std if noise_std is not None else \
             float(np.sqrt(choice.rss / max(op.n_used - choice.edf, 1.0)))
         return IterativeChoice(choice, kernel, noise)
@@ -135,10 +137,8 @@ def _tv_lam_max(op):
     return _positive(np.sqrt(gy * gy + gx * gx).max())
 
 
-def _quadratic(op, reg, grid, noise_std):
-    # One probe: the trace estimate's error moves GCV by well under 1 % here (see
-    # gcv_curve_iterative), and every probe costs as much as the data's own solve.
-    curve = gcv_curve_iterative(op, op.shape, reg, lams=grid, probes=1)
+def _quadratic(op, reg, grid, noise_std, probes=1):
+    curve = gcv_curve_iterative(op, op.shape, reg, lams=grid, probes=probes)
     n = op.n_used
     if noise_std is None:
         best = int(np.argmin(curve.scores))
@@ -148,8 +148,9 @@ def _quadratic(op, reg, grid, noise_std):
         scores, criterion = curve.rss / n - noise_std ** 2, "discrepancy"
         lam, best = _discrepancy_root(grid, scores)
     message = _edge_message(best, grid.size) if criterion == "gcv" else ""
-    if not curve.settled:
-        message = "; ".join(filter(None, [message, curve.message]))
+    # The curve's own account (iterations, effective parameters and their error, how well
+    # the probes resolve the minimum) goes with the choice.
+    message = "; ".join(filter(None, [message, curve.message]))
     choice = LambdaChoice(lam, grid, scores, criterion, float(curve.trace[best]),
                           float(curve.rss[best]), message)
     return choice, curve.kernels[best]

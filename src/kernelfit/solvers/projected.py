@@ -12,7 +12,7 @@ columns orthonormalised over the used pixels).  ``M`` is symmetric and idempoten
 
     minimise ‖M(Xk − b)‖²    has the normal operator  XᵀMX  and the data  XᵀMb,
 
-and everything built on :class:`~kernelfit.solvers.iterative.FFTKernelOperator` -- CG, the
+and everything built on :class:`~kernelfit.solvers.operator.FFTKernelOperator` -- CG, the
 standard form, FISTA with ``'tv'``/``'l1'`` and the constraints, GCV by multi-shift CG, the
 discrepancy path -- solves the joint problem unchanged when handed a
 :class:`ProjectedOperator`.  The background itself is recovered afterwards exactly,
@@ -33,7 +33,7 @@ import numpy as np
 
 from ..core.conventions import normalize_shape
 from ..stats.background import BackgroundTerms, background_terms
-from .iterative import FFTKernelOperator
+from .operator import FFTKernelOperator
 
 __all__ = ["ProjectedOperator"]
 
@@ -41,7 +41,7 @@ __all__ = ["ProjectedOperator"]
 class ProjectedOperator(FFTKernelOperator):
     """``M X`` (kernel → used pixels, background directions removed) of one or more pairs.
 
-    A :class:`~kernelfit.solvers.iterative.FFTKernelOperator` whose :meth:`forward`,
+    A :class:`~kernelfit.solvers.operator.FFTKernelOperator` whose :meth:`forward`,
     :meth:`adjoint`, :meth:`normal`, :meth:`diagonal`, :meth:`residual_sum_of_squares`,
     ``rhs``, ``btb`` and ``n_used`` are those of the profiled problem (see the module
     docstring), so that every matrix-free solver fits kernel and background jointly.
