@@ -45,6 +45,7 @@ from .parametric_data import _Data, _Layout
 from .parametric_data import _reflect_symmetric_statistics  # noqa: F401
 from .parametric_l2 import _fit_l2, _symmetric_kernel
 from .parametric_l1 import applies, fit_l1_one_parameter
+from .pixel_sample import abs_sum
 from .parametric_robust import _fit_huber, _fit_l1, _ImageProblem
 from ..stats.gram import SufficientStatistics
 
@@ -319,7 +320,7 @@ def _objective_and_scale(loss, rss, residual, n, m, f_scale):
     if loss == "l1":
         density = _density_at_zero(residual)
         scale2 = 1.0 / (2.0 * density) ** 2 if density > 0 else np.nan
-        return float(np.abs(residual).sum()), scale2, {"density_at_zero": density}
+        return abs_sum(residual), scale2, {"density_at_zero": density}
     inside = np.abs(residual) <= f_scale
     rho = np.where(inside, 0.5 * residual**2, f_scale * np.abs(residual) - 0.5 * f_scale**2)
     psi = np.clip(residual, -f_scale, f_scale)

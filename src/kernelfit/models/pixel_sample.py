@@ -18,7 +18,8 @@ import numpy as np
 from ..core.forward import convolve_extended
 from .rank_one import convolve_spectrum_rank_one, convolve_valid_rank_one, rank_one_factors
 
-__all__ = ["Band", "sample", "predictions", "used_b", "extended_abs_max"]
+__all__ = ["Band", "sample", "predictions", "used_b", "extended_abs_max", "abs_sum",
+           "residual_in_place"]
 
 
 @dataclass
@@ -145,4 +146,31 @@ def used_b(sources):
 def extended_abs_max(sources):
     """``max|P|`` over the sources' extended images: a kernel error ``ε`` changes any one
     prediction by at most ``‖ε‖₁·max|P|``."""
-    return max(max(float(s.extended.max()), -float(s.extended.min())) for s in sources)
+    return max(_abs_max(s.extended) for s in sources)
+
+
+# Pixels per step of the reductions below: each step's temporaries stay in the cache, so a
+# large image is read from memory once.
+_STEP = 1 << 15
+
+
+def _abs_max(x):
+    rows = max(1, _STEP // max(x.shape[-1], 1))
+    return max(float(np.abs(x[i:i + rows]).max()) for i in range(0, x.shape[0], rows))
+
+
+def abs_sum(x):
+    """``Σ|x|`` of a 1-D array, in steps that stay in the cache (no full-size temporary)."""
+    return sum(float(np.abs(x[i:i + _STEP]).sum()) for i in range(0, x.size, _STEP))
+
+
+def residual_in_place(image, amplitude, b):
+    """``image ← amplitude·image − b`` (1-D, in steps that stay in the cache) and
+    ``Σ|image|`` afterwards."""
+    total = 0.0
+    for i in range(0, image.size, _STEP):
+        part = image[i:i + _STEP]
+        part *= amplitude
+        part -= b[i:i + _STEP]
+        total += float(np.abs(part).sum())
+    return image, total

@@ -146,8 +146,14 @@ def convolve_spectrum_rank_one(spectrum, u, v, *, work=None, single=False):
     product = work.get(("product", hat.shape, hat.dtype))
     if product is None:
         product = work[("product", hat.shape, hat.dtype)] = np.empty_like(hat)
-    np.multiply(hat, scipy.fft.fft(u, ly).astype(hat.dtype)[:, None], out=product)
-    product *= scipy.fft.rfft(v, lx).astype(hat.dtype)[None, :]
+    ku = scipy.fft.fft(u, ly).astype(hat.dtype)[:, None]
+    kv = scipy.fft.rfft(v, lx).astype(hat.dtype)[None, :]
+    # Both factors in one pass over the spectrum: blocks of rows that stay in the cache.
+    rows = max(1, (1 << 15) // hat.shape[1])
+    for i in range(0, ly, rows):
+        block = product[i:i + rows]
+        np.multiply(hat[i:i + rows], ku[i:i + rows], out=block)
+        block *= kv
     full = scipy.fft.irfft2(product, (ly, lx), overwrite_x=True)
     ph, pw = spectrum.extended.shape
     return full[kh - 1:ph, kw - 1:pw]
