@@ -479,11 +479,28 @@ def _command() -> list[str]:
 
 
 def run_kernelfit(*argv, cwd):
-    """Run the command line in a separate process; return (status, stdout, stderr lines)."""
+    """Run the command line in a separate process; return (status, stdout, stderr lines).
+
+    Every file already in ``cwd`` (the run's inputs) must come out of the run unchanged."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    before = _hashes(cwd)
     done = subprocess.run([*_command(), *map(str, argv)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
+    after = _hashes(cwd)
+    words = [str(word) for word in argv]
+    outputs = {Path(words[i + 1]).name for i, word in enumerate(words[:-1])
+               if word in ("-o", "--output", "--json", "--report")}
+    changed = [name for name, digest in before.items()
+               if name not in outputs and after.get(name) != digest]
+    assert not changed, f"the run changed or removed its input files {changed}"
     return done.returncode, done.stdout, done.stderr.splitlines()
+
+
+def _hashes(directory) -> dict:
+    import hashlib
+
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in Path(directory).iterdir() if path.is_file()}
 
 
 def _npy(d, name, array):
