@@ -362,8 +362,8 @@ def _print_editor_report(out, description, divisor, truth, estimates, errors, se
         "rounding.",
         "  kernelfit solves the least-squares problem in the image domain with the edge model",
         "  that made the data, or uses only pixels that need no edge model at all.",
-        f"  Done carefully (method='fourier', 'wiener', 'richardson-lucy'), the classic "
-        f"answers come",
+        "  Done carefully (method='fourier', 'wiener', 'richardson-lucy'), the classic "
+        "answers come",
         f"  within {min(errors[m] for m in CLASSIC_METHODS) / errors['valid']:.1f}x to "
         f"{max(errors[m] for m in CLASSIC_METHODS) / errors['valid']:.1f}x of least squares "
         "on the same pixels; none does better.",

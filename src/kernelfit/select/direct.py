@@ -342,7 +342,6 @@ def _by_gcv(path: RegularisationPath, grid, *, refine: bool) -> LambdaChoice:
 
 
 def _by_discrepancy(path: RegularisationPath, grid, sigma, *, extend: bool) -> LambdaChoice:
-    target = path.n * sigma ** 2
 
     def excess(t):   # RSS/n − σ² at lam = exp(t); increasing in t
         return float(path.rss(np.exp(t))) / path.n - sigma ** 2

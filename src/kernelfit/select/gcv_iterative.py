@@ -213,7 +213,6 @@ def gcv_curve_iterative(pairs, shape, reg, *, lams, probes=4, seed=0, tol=1e-5,
                     "solve_iterative(..., x0=curve.kernel), polishes it)")
     if best in (0, lams.size - 1):
         message += "; the minimum is at the end of the λ range: widen lams"
-    inverse = np.argsort(order)
     return GCVCurve(lams=lams, scores=scores, rss=rss, trace=trace, trace_std=trace_std,
                     lam=float(lams[best]), kernel=kernels[best], converged=conv,
                     settled=settled, iterations=its, probes=probes, message=message,
