@@ -16,6 +16,7 @@ method (the gradient taken by central differences), so they are as honest as ``f
 
 Examples
 --------
+>>> import numpy as np
 >>> values, errors = physical_parameters("gaussian", {"sigma": 2.0}, np.array([[1e-4]]),
 ...                                      ["sigma"])
 >>> round(values["fwhm"], 4), round(errors["fwhm"], 5)
@@ -74,7 +75,7 @@ def physical_parameters(model, params, cov, free):
     width = WIDTHS.get(model)
     if width is None:
         return {}, {}
-    values = width(params)
+    values = {name: float(value) for name, value in width(params).items()}
     errors = {name: float("nan") for name in values}
     free = list(free or [])
     if cov is None or np.shape(cov) != (len(free), len(free)):
