@@ -151,7 +151,7 @@ def _residual_reasons(fit, images, checks) -> list[str]:
         checks["skipped"] = f"only {values.size} residual pixels"
         return []
     rms = float(np.sqrt(np.mean(values ** 2)))
-    scale = _b_scale(fit, values)
+    scale = _b_scale(fit)
     if rms <= EXACT_FRACTION * scale:
         checks["skipped"] = "exact fit: the residual is rounding"
         return []
@@ -161,8 +161,8 @@ def _residual_reasons(fit, images, checks) -> list[str]:
     if quantisation > 0 and rms ** 2 <= QUANTISATION_FACTOR * quantisation:
         checks["skipped"] = "the residual is at the rounding level of integer b"
         return reasons
-    sigma = _robust_sigma(values)
-    checks["tail_fraction"] = _tail_fraction(values, sigma)
+    centre, sigma = _robust_centre_and_sigma(values)
+    checks["tail_fraction"] = _tail_fraction(values, centre, sigma)
     checks["structure"] = _structure(images, sigma)
     unexplained = 1.0 - checks["explained_fraction"]
     if checks["structure"] > STRUCTURE_LIMIT and not unexplained <= UNEXPLAINED_LIMIT:
@@ -178,7 +178,7 @@ def _residual_reasons(fit, images, checks) -> list[str]:
     return reasons
 
 
-def _b_scale(fit, values) -> float:
+def _b_scale(fit) -> float:
     """RMS of ``b`` over the used pixels, as recorded when the fit was made (0 if not:
     then only an exactly zero residual counts as exact)."""
     return float(fit.info.get("b_rms", 0.0))
@@ -213,16 +213,17 @@ def chi2_tolerance(dof: float) -> float:
     return max(0.25, 5.0 * np.sqrt(2.0 / dof))
 
 
-def _robust_sigma(values) -> float:
-    """``1.4826 · MAD``: the standard deviation of Gaussian noise, blind to outliers."""
-    centre = np.median(values)
-    return float(1.4826 * np.median(np.abs(values - centre)))
+def _robust_centre_and_sigma(values):
+    """The median and ``1.4826 · MAD``: the centre and standard deviation of Gaussian
+    noise, blind to outliers."""
+    centre = float(np.median(values))
+    return centre, float(1.4826 * np.median(np.abs(values - centre)))
 
 
-def _tail_fraction(values, sigma) -> float:
+def _tail_fraction(values, centre, sigma) -> float:
     if sigma <= 0:
         return 0.0
-    return float(np.mean(np.abs(values - np.median(values)) > TAIL_SIGMAS * sigma))
+    return float(np.mean(np.abs(values - centre) > TAIL_SIGMAS * sigma))
 
 
 def _structure(images, sigma) -> float:

@@ -101,13 +101,8 @@ class FFTKernelOperator:
 
     def adjoint(self, residuals):
         """``Σ_pairs Xᵀ W r``, kernel-shaped; ``residuals`` holds one array per pair."""
-        if isinstance(residuals, np.ndarray):
-            residuals = [residuals]
-        if len(residuals) != len(self._blocks):
-            raise ValueError(f"residuals has {len(residuals)} arrays; expected one per pair "
-                             f"({len(self._blocks)})")
         out = None
-        for block, r in zip(self._blocks, residuals):
+        for block, r in zip(self._blocks, self._one_per_pair(residuals)):
             r = np.asarray(r, dtype=np.float64)
             if r.shape[-2:] != block.out_shape:
                 raise ValueError(f"residuals has an array of shape {r.shape}; expected "
@@ -115,6 +110,16 @@ class FFTKernelOperator:
             term = block.adjoint(r)
             out = term if out is None else out + term
         return out
+
+    def _one_per_pair(self, residuals) -> list:
+        """``residuals`` as a list of one array per pair (a lone array for one pair); the
+        count is checked here because ``zip`` would silently drop extra arrays."""
+        if isinstance(residuals, np.ndarray):
+            residuals = [residuals]
+        if len(residuals) != len(self._blocks):
+            raise ValueError(f"residuals has {len(residuals)} arrays; expected one per pair "
+                             f"({len(self._blocks)})")
+        return residuals
 
     def normal(self, kernel):
         """``Σ_pairs Xᵀ W X k`` (the Gram matrix applied to ``k``; 4 FFTs per pair)."""

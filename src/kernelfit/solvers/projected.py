@@ -98,13 +98,8 @@ class ProjectedOperator(FFTKernelOperator):
 
     def adjoint(self, residuals):
         """``Σ_pairs Xᵀ M r``, kernel-shaped."""
-        if isinstance(residuals, np.ndarray):
-            residuals = [residuals]
-        if len(residuals) != len(self._projectors):
-            raise ValueError(f"residuals has {len(residuals)} arrays; expected one per pair "
-                             f"({len(self._projectors)})")
-        return super().adjoint([proj(np.asarray(r, dtype=np.float64))
-                                for proj, r in zip(self._projectors, residuals)])
+        return super().adjoint([proj(np.asarray(r, dtype=np.float64)) for proj, r
+                                in zip(self._projectors, self._one_per_pair(residuals))])
 
     def normal(self, kernel):
         """``Σ_pairs Xᵀ M X k`` (``M`` idempotent: the adjoint of :meth:`forward` after it)."""
