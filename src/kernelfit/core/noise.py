@@ -67,7 +67,7 @@ def check_noise_options(*, variance=None, weights=None, gain=None, read_noise=No
     >>> check_noise_options(variance=1.0, weights=1.0)
     Traceback (most recent call last):
     ...
-    ValueError: give at most one of variance=, weights= and gain= (the noise model of b) ...
+    ValueError: give at most one of variance=, weights= and gain= (the noise model of b); got variance, weights
     """
     given = [name for name, value in (("variance", variance), ("weights", weights),
                                       ("gain", gain)) if value is not None]
@@ -113,8 +113,8 @@ def pixel_weights(noise: NoiseModel, b_shape, *, index=None, signal=None) -> np.
     array([[0.25, 0.25],
            [0.25, 0.25]])
     >>> ccd = check_noise_options(gain=2.0, read_noise=4.0)
-    >>> pixel_weights(ccd, (1, 2), signal=np.array([[0.0, 8.0]]))   # var = s/2 + 4
-    array([[0.25  , 0.125 ]])
+    >>> pixel_weights(ccd, (1, 2), signal=np.array([[0.0, 8.0]])).tolist()   # var = s/2 + 4
+    [[0.25, 0.125]]
     """
     if not noise.given:
         return None
