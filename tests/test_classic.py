@@ -1,5 +1,8 @@
 """The seed answers as methods (kernelfit.classic): Fourier ratio, Wiener ratio, Richardson–Lucy."""
 
+import re
+import warnings
+
 import numpy as np
 import pytest
 from skimage.data import camera
@@ -321,3 +324,17 @@ def test_estimate_refuses_options_a_classic_method_cannot_honour():
         kf.estimate(a, a, 3, method="fourier", normalize=1.0)
     with pytest.raises(TypeError, match=r"method='wiener' does not take \['clip'\]"):
         kf.estimate(a, a, 3, method="wiener", clip=3.0)
+
+
+def test_fourier_ratio_on_fewer_pixels_than_coefficients_is_not_converged():
+    # One used pixel of b for 25 coefficients: the ratio returns a kernel, but any kernel with
+    # the same inner product with the footprint fits as well, so it must not claim success.
+    rng = np.random.default_rng(3)
+    a, k = rng.random((5, 5)), rng.random((5, 5))
+    b = kf.convolve(a, k, mode="valid")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = kf.estimate(a, b, (5, 5), method="fourier")
+    assert not fit.converged
+    assert re.search(r"1 used pixel\(s\) for the kernel's 25 coefficients", fit.message)
+    assert fit.verdict.level == "failed"

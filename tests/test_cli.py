@@ -405,8 +405,12 @@ def _bad_estimate_cases():
         a, b = _save(d, "a.npy", good), _save(d, "b.npy", good)
         return estimate(d, a, b, "--center", "middle"), r"--center 'middle'"
 
+    def timeout_without_scheduler(d):
+        a, b = _save(d, "a.npy", good), _save(d, "b.npy", good)
+        return estimate(d, a, b, "--timeout", "5"), r"--timeout 5 needs --scheduler"
+
     return [(f.__name__, f) for f in (
-        missing_file, unreadable_file, shape_mismatch, one_dimensional, three_dimensional,
+        timeout_without_scheduler, missing_file, unreadable_file, shape_mismatch, one_dimensional, three_dimensional,
         empty, kernel_larger_than_image, non_numeric_shape, unknown_boundary, negative_size,
         zero_size, all_nan_a, all_nan_b, colour_without_channel, unknown_output_type,
         mask_wrong_shape, center_outside_kernel, bad_center_text,

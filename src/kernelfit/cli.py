@@ -391,6 +391,9 @@ def _run_estimate(args) -> int:
     io.check_not_inputs({"-o": args.output, "--json": args.json, "--report": args.report},
                         {"A": args.a, "B": args.b, "--mask": args.mask})
     _check_reading(args)
+    if args.timeout is not None and not args.scheduler:
+        raise ValueError(f"--timeout {args.timeout:g} needs --scheduler (it bounds the wait for "
+                         "a Dask cluster; a fit on this machine has no timeout)")
     streamed = args.tile is not None or args.scheduler
     if streamed and (shape is None or args.boundary.lower() == "auto"):
         raise ValueError("--tile and --scheduler need --shape and a named --boundary: the "

@@ -247,6 +247,9 @@ def fit_fourier(pairs: list[PreparedPair], shape, *, single, noise_std=None, edg
         problems.append(f"the frequencies divided ({fraction:.1%} of them) determine only "
                         f"{window_fit.rank} of the kernel's {p} coefficients: use a larger "
                         "or more textured image, method='wiener', or least squares with reg=")
+    if n_used < p:   # the ratio still returns a kernel, but the data cannot pick it
+        problems.append(f"b has {n_used} used pixel(s) for the kernel's {p} coefficients: the "
+                        "data cannot determine it; use a larger b or a smaller shape")
     notes = []
     if window_fit.pinv is None and not trusted[nonzero].all():
         notes.append(f"kernels over {MAX_DENSE} coefficients are cropped from the ratio, "
